@@ -7,7 +7,8 @@
 //! - [`codec`]: protobuf + snappy in one call;
 //! - [`headers`]: header names and values, the Content-Type / Content-Encoding checks;
 //! - [`stale`]: the staleness marker;
-//! - [`labels`]: the sorted, validated label set.
+//! - [`labels`]: the sorted, validated label set;
+//! - [`read`]: remote-read request and response messages.
 //!
 //! Nothing here does I/O; the crate is small so that the agent, the receiver and the
 //! conformance harness agree on every byte.
@@ -15,6 +16,7 @@
 pub mod codec;
 pub mod headers;
 pub mod labels;
+pub mod read;
 pub mod rw1;
 pub mod rw2;
 pub mod snappy;

@@ -1,0 +1,20 @@
+//! `ferry-receiver`: a Remote-Write 1.0/2.0 storage receiver on an embedded sled store.
+//!
+//! - [`write`]: the ingest endpoint (header checks, decode, status codes);
+//! - [`ingest`]: per-series validation of decoded requests;
+//! - [`histogram`]: native-histogram validation;
+//! - [`store`]: the sled store (index, postings, samples, chunks);
+//! - [`read`], [`selector`]: the Prometheus-shaped read API and series selectors;
+//! - [`auth`]: tenants, credentials and rate limits;
+//! - [`config`], [`metrics`], [`app`]: configuration, self-metrics, routes.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod histogram;
+pub mod ingest;
+pub mod metrics;
+pub mod read;
+pub mod selector;
+pub mod store;
+pub mod write;
