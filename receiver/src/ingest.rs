@@ -36,22 +36,28 @@ impl Converted {
 
 /// Builds and checks a series' label set.
 fn check_labels(labels: Vec<Label>, rules: Rules<'_>) -> Result<LabelSet, String> {
-    let shown = || {
+    // Error messages show the labels as sent; only unsorted input (where sorting would lose
+    // that order) keeps a copy, so the common path allocates nothing extra.
+    let shown = |labels: &[Label]| {
         let parts: Vec<String> = labels
             .iter()
             .map(|l| format!("{}={:?}", l.name, l.value))
             .collect();
         format!("{{{}}}", parts.join(", "))
     };
-    let mut ls = match LabelSet::from_labels(labels.clone()) {
+    let original = (!labels.windows(2).all(|w| w[0].name < w[1].name)).then(|| labels.clone());
+    let mut ls = match LabelSet::from_labels(labels) {
         Ok(ls) => ls,
         Err(LabelError::DuplicateName(n)) => {
+            let sent = shown(original.as_deref().unwrap_or_default());
             return Err(format!(
-                "invalid labels for series, labels {}, duplicated label {n}",
-                shown()
+                "invalid labels for series, labels {sent}, duplicated label {n}"
             ));
         }
-        Err(e) => return Err(format!("invalid metric name or labels, got {}: {e}", shown())),
+        Err(e) => {
+            let sent = shown(original.as_deref().unwrap_or_default());
+            return Err(format!("invalid metric name or labels, got {sent}: {e}"));
+        }
     };
     ls.validate(NameValidation::Utf8)
         .map_err(|e| format!("invalid metric name or labels, got {ls}: {e}"))?;

@@ -28,12 +28,13 @@ struct Args {
     /// YAML configuration: retention, tenants, auth, limits. Optional.
     #[arg(long = "config.file")]
     config: Option<PathBuf>,
-    /// How often raw samples are compacted into compressed chunks.
-    #[arg(long = "storage.compaction-interval", default_value = "1m", value_parser = duration)]
-    compaction_interval: Duration,
-    /// A series is compacted once it has at least this many raw samples.
-    #[arg(long = "storage.compaction-min-samples", default_value_t = 120)]
-    compaction_min_samples: usize,
+    /// How often open chunks are written out and the write log truncated (also bounds how
+    /// much log a restart replays).
+    #[arg(long = "storage.checkpoint-interval", default_value = "1m", value_parser = duration)]
+    checkpoint_interval: Duration,
+    /// Memory for sled's page cache, in MiB.
+    #[arg(long = "storage.cache-mib", default_value_t = 128)]
+    cache_mib: u64,
     /// Log level: error, warn, info, debug.
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
@@ -77,8 +78,8 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
     let auth = Auth::new(&config)?;
-    let store =
-        Store::open(&args.storage).map_err(|e| format!("opening store {}: {e}", args.storage.display()))?;
+    let store = Store::open(&args.storage, args.cache_mib << 20)
+        .map_err(|e| format!("opening store {}: {e}", args.storage.display()))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
@@ -91,11 +92,7 @@ async fn run(args: Args) -> Result<(), String> {
         metrics: Metrics::default(),
     });
     tracing::info!(%addr, storage = %args.storage.display(), series = app.store.series_count(), "ferry-receiver listening");
-    tokio::spawn(maintenance(
-        app.clone(),
-        args.compaction_interval,
-        args.compaction_min_samples,
-    ));
+    tokio::spawn(maintenance(app.clone(), args.checkpoint_interval));
 
     axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(shutdown_signal())
@@ -106,22 +103,22 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Compaction and retention, off the request path.
-async fn maintenance(app: Arc<App>, every: Duration, min_samples: usize) {
+/// Checkpoints and retention, off the request path.
+async fn maintenance(app: Arc<App>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
         let a = app.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let compacted = a.store.compact(min_samples)?;
+            let compacted = a.store.checkpoint()?;
             let deleted = a.store.delete_before(now_ms() - a.config.retention.0)?;
             Ok::<_, ferry_receiver::store::StoreError>((compacted, deleted))
         })
         .await;
         match done {
             Ok(Ok((c, d))) => {
-                app.metrics.compacted_samples.fetch_add(c as u64, Relaxed);
+                app.metrics.checkpointed_log_records.fetch_add(c as u64, Relaxed);
                 app.metrics.retention_deleted.fetch_add(d as u64, Relaxed);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed; will retry next interval"),

@@ -18,7 +18,7 @@ pub struct Metrics {
     pub storage_errors: AtomicU64,
     pub write_seconds_micros: AtomicU64,
     pub sync_seconds_micros: AtomicU64,
-    pub compacted_samples: AtomicU64,
+    pub checkpointed_log_records: AtomicU64,
     pub retention_deleted: AtomicU64,
 }
 
@@ -82,9 +82,9 @@ impl Metrics {
                 &self.storage_errors,
             ),
             (
-                "compacted_samples_total",
-                "Raw samples moved into compressed chunks.",
-                &self.compacted_samples,
+                "checkpointed_log_records_total",
+                "Write-log records retired by checkpoints (their samples are now in chunks).",
+                &self.checkpointed_log_records,
             ),
         ];
         for (name, help, v) in counters {

@@ -1,5 +1,5 @@
 //! End-to-end tests of the real `ferry-receiver` binary on loopback: every status code and
-//! header of the write path, what the read API returns, tenants, auth, limits, compaction, and
+//! header of the write path, what the read API returns, tenants, auth, limits, chunking and checkpoints, and
 //! durability across `kill -9`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -881,14 +881,7 @@ fn answered_writes_survive_kill_9() {
 
 #[test]
 fn compaction_keeps_every_sample_bit_exact() {
-    let mut r = Receiver::start(
-        "compact",
-        None,
-        &[
-            "--storage.compaction-interval=200ms",
-            "--storage.compaction-min-samples=5",
-        ],
-    );
+    let mut r = Receiver::start("compact", None, &["--storage.checkpoint-interval=200ms"]);
     let t0 = now() - 3_600_000;
     let values: Vec<f64> = (0..50)
         .map(|i| if i == 49 { STALE_NAN } else { (i as f64) * 1.25 })
@@ -912,12 +905,12 @@ fn compaction_keeps_every_sample_bit_exact() {
         let m = r.get("/metrics", &[]).text();
         let compacted = m
             .lines()
-            .find(|l| l.starts_with("ferry_receiver_compacted_samples_total "))
+            .find(|l| l.starts_with("ferry_receiver_checkpointed_log_records_total "))
             .unwrap();
         if !compacted.ends_with(" 0") {
             break;
         }
-        assert!(Instant::now() < deadline, "no compaction happened:\n{m}");
+        assert!(Instant::now() < deadline, "no checkpoint happened:\n{m}");
         std::thread::sleep(Duration::from_millis(100));
     }
     let check = |r: &Receiver| {
@@ -939,6 +932,45 @@ fn compaction_keeps_every_sample_bit_exact() {
     assert_eq!(rr.results[0].timeseries[0].samples.len(), 51);
     // Duplicate check against a compacted last sample still works after restart.
     assert_eq!(r.write("application/x-protobuf", &more, &[]).status, 204);
+}
+
+#[test]
+fn chunk_cuts_and_log_replay_survive_kill_9() {
+    // No checkpoint during the test: everything after the cut lives only in the log.
+    let mut r = Receiver::start("cuts", None, &["--storage.checkpoint-interval=1h"]);
+    let t0 = now() - 3_600_000;
+    let n = 300; // two full chunks of 120 and an open one of 60
+    for batch in (0..n).collect::<Vec<i64>>().chunks(37) {
+        let samples: Vec<(i64, f64)> = batch.iter().map(|&i| (t0 + i * 10_000, i as f64 / 3.0)).collect();
+        let body = rw1_body(vec![rw1_series(&[("__name__", "cut")], &samples)]);
+        assert_eq!(r.write("application/x-protobuf", &body, &[]).status, 204);
+    }
+    let want: Vec<(i64, u64)> = (0..n)
+        .map(|i| (t0 + i * 10_000, (i as f64 / 3.0).to_bits()))
+        .collect();
+    let read = |r: &Receiver| -> Vec<(i64, u64)> {
+        remote_read(r, "cut", t0, now()).results[0].timeseries[0]
+            .samples
+            .iter()
+            .map(|s| (s.timestamp, s.value.to_bits()))
+            .collect()
+    };
+    assert_eq!(read(&r), want);
+    r.kill9_and_restart();
+    assert_eq!(read(&r), want, "after replaying the log");
+    r.kill9_and_restart();
+    assert_eq!(
+        read(&r),
+        want,
+        "after a second restart (replay checkpointed the head)"
+    );
+    // A re-send of an old, already chunked sample is a duplicate; a different value is not.
+    let old = |v: f64| rw1_body(vec![rw1_series(&[("__name__", "cut")], &[(t0 + 10_000, v)])]);
+    assert_eq!(
+        r.write("application/x-protobuf", &old(1.0 / 3.0), &[]).status,
+        204
+    );
+    assert_eq!(r.write("application/x-protobuf", &old(9.0), &[]).status, 400);
 }
 
 #[test]

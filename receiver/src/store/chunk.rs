@@ -61,63 +61,132 @@ fn fits(v: i64, bits: u32) -> bool {
     (-half..half).contains(&v)
 }
 
-/// Most samples a chunk holds; the compactor cuts chunks at this size.
-pub const MAX_SAMPLES: usize = u16::MAX as usize;
+/// Samples per chunk: a chunk is cut when it holds this many (Prometheus cuts at 120 too).
+pub const MAX_SAMPLES: usize = 120;
+
+/// Appends samples one at a time to a compressed chunk; what the head keeps per series.
+#[derive(Default)]
+pub struct Appender {
+    w: BitWriter,
+    count: u16,
+    first_t: i64,
+    prev_t: i64,
+    prev_delta: i64,
+    prev_v: u64,
+    lead: u32,
+    trail: u32,
+}
+
+impl std::fmt::Debug for Appender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appender")
+            .field("count", &self.count)
+            .field("first_t", &self.first_t)
+            .finish()
+    }
+}
+
+impl Appender {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len() >= MAX_SAMPLES
+    }
+
+    /// Timestamp of the first sample (meaningless when empty).
+    pub fn first_timestamp(&self) -> i64 {
+        self.first_t
+    }
+
+    /// Appends a sample; timestamps must ascend (the caller checks).
+    pub fn append(&mut self, t: i64, v: u64) {
+        let w = &mut self.w;
+        if self.count == 0 {
+            w.bits(t as u64, 64);
+            w.bits(v, 64);
+            self.first_t = t;
+            self.prev_delta = 0;
+            self.lead = u32::MAX;
+            self.trail = 0;
+        } else {
+            let delta = t.wrapping_sub(self.prev_t);
+            let dod = delta.wrapping_sub(self.prev_delta);
+            if dod == 0 {
+                w.bit(false);
+            } else if let Some(&(prefix, plen, bits)) = DOD_BUCKETS.iter().find(|b| fits(dod, b.2)) {
+                w.bits(prefix, plen);
+                w.bits(dod as u64 & ((1 << bits) - 1), bits);
+            } else {
+                w.bits(0b1111, 4);
+                w.bits(dod as u64, 64);
+            }
+            let x = v ^ self.prev_v;
+            if x == 0 {
+                w.bit(false);
+            } else {
+                let (l, tz) = (x.leading_zeros().min(31), x.trailing_zeros());
+                if self.lead != u32::MAX && l >= self.lead && tz >= self.trail {
+                    // Fits in the previous window: '10' + the window's bits.
+                    w.bits(0b10, 2);
+                    w.bits(x >> self.trail, 64 - self.lead - self.trail);
+                } else {
+                    self.lead = l;
+                    self.trail = tz;
+                    let sig = 64 - l - tz;
+                    w.bits(0b11, 2);
+                    w.bits(l as u64, 5);
+                    // 64 significant bits do not fit in 6 bits; 0 stands for 64.
+                    w.bits((sig % 64) as u64, 6);
+                    w.bits(x >> tz, sig);
+                }
+            }
+            self.prev_delta = delta;
+        }
+        self.prev_t = t;
+        self.prev_v = v;
+        self.count += 1;
+    }
+
+    /// The chunk as stored: header, then the bit stream so far.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + self.w.bytes.len());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.prev_t.to_le_bytes());
+        out.extend_from_slice(&self.w.bytes);
+        out
+    }
+
+    /// Heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.w.bytes.capacity()
+    }
+
+    /// Starts over, keeping the buffer.
+    pub fn reset(&mut self) {
+        self.w.bytes.clear();
+        self.w.used = 0;
+        self.count = 0;
+    }
+}
 
 /// Encodes samples (ascending timestamps) into one chunk.
 pub fn encode(samples: &[(i64, u64)]) -> Vec<u8> {
     assert!(
-        !samples.is_empty() && samples.len() <= MAX_SAMPLES,
+        !samples.is_empty() && samples.len() <= u16::MAX as usize,
         "chunk of {} samples",
         samples.len()
     );
-    let mut w = BitWriter::default();
-    let (t0, v0) = samples[0];
-    w.bits(t0 as u64, 64);
-    w.bits(v0, 64);
-    let (mut prev_t, mut prev_delta, mut prev_v) = (t0, 0i64, v0);
-    let (mut lead, mut trail) = (u32::MAX, 0u32);
-    for &(t, v) in &samples[1..] {
-        let delta = t.wrapping_sub(prev_t);
-        let dod = delta.wrapping_sub(prev_delta);
-        if dod == 0 {
-            w.bit(false);
-        } else if let Some(&(prefix, plen, bits)) = DOD_BUCKETS.iter().find(|b| fits(dod, b.2)) {
-            w.bits(prefix, plen);
-            w.bits(dod as u64 & ((1 << bits) - 1), bits);
-        } else {
-            w.bits(0b1111, 4);
-            w.bits(dod as u64, 64);
-        }
-        let x = v ^ prev_v;
-        if x == 0 {
-            w.bit(false);
-        } else {
-            let (l, t) = (x.leading_zeros().min(31), x.trailing_zeros());
-            if lead != u32::MAX && l >= lead && t >= trail {
-                // Fits in the previous window: '10' + the window's bits.
-                w.bits(0b10, 2);
-                w.bits(x >> trail, 64 - lead - trail);
-            } else {
-                lead = l;
-                trail = t;
-                let sig = 64 - l - t;
-                w.bits(0b11, 2);
-                w.bits(l as u64, 5);
-                // 64 significant bits do not fit in 6 bits; 0 stands for 64.
-                w.bits((sig % 64) as u64, 6);
-                w.bits(x >> t, sig);
-            }
-        }
-        prev_delta = delta;
-        prev_t = t;
-        prev_v = v;
+    let mut a = Appender::default();
+    for &(t, v) in samples {
+        a.append(t, v);
     }
-    let mut out = Vec::with_capacity(10 + w.bytes.len());
-    out.extend_from_slice(&(samples.len() as u16).to_le_bytes());
-    out.extend_from_slice(&prev_t.to_le_bytes());
-    out.extend_from_slice(&w.bytes);
-    out
+    a.to_bytes()
 }
 
 /// The last timestamp in a chunk, read from its header.
@@ -199,6 +268,28 @@ mod tests {
         assert_eq!(round_trip(&samples), samples);
         let per_sample = c.len() as f64 / samples.len() as f64;
         assert!(per_sample < 4.0, "{per_sample} bytes per sample");
+    }
+
+    #[test]
+    fn appender_snapshots_decode_at_every_length() {
+        let mut a = Appender::default();
+        let mut want = Vec::new();
+        for i in 0..MAX_SAMPLES as i64 {
+            let s = (1_000 + i * 15_000 + (i % 3), (i as f64 * 0.1).to_bits());
+            a.append(s.0, s.1);
+            want.push(s);
+            assert_eq!(round_trip(&want), want);
+            let mut got = Vec::new();
+            decode(&a.to_bytes(), |t, v| got.push((t, v))).unwrap();
+            assert_eq!(got, want);
+        }
+        assert!(a.is_full());
+        a.reset();
+        assert!(a.is_empty());
+        a.append(5, 5);
+        let mut got = Vec::new();
+        decode(&a.to_bytes(), |t, v| got.push((t, v))).unwrap();
+        assert_eq!(got, [(5, 5)]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! | `L` | tenant `FF` labels | series id |
 //! | `S` | series id | tenant `FF` labels |
 //! | `P` | tenant `FF` name `FF` value `FF` series id | empty (postings) |
-//! | `D` | series id, timestamp | float bits (raw head samples) |
+//! | `W` | sequence number | one request's float samples (the log; see `log.rs`) |
 //! | `C` | series id, first timestamp | compressed chunk (see `chunk.rs`) |
 //! | `H` | series id, timestamp | RW2 `Histogram` protobuf |
 //! | `E` | series id, timestamp | exemplar (labels, value) |
@@ -25,7 +25,7 @@ pub const SEP: u8 = 0xff;
 pub const LABELS_TO_ID: u8 = b'L';
 pub const ID_TO_LABELS: u8 = b'S';
 pub const POSTING: u8 = b'P';
-pub const SAMPLE: u8 = b'D';
+pub const LOG: u8 = b'W';
 pub const CHUNK: u8 = b'C';
 pub const HISTOGRAM: u8 = b'H';
 pub const EXEMPLAR: u8 = b'E';
