@@ -85,10 +85,11 @@ impl Receiver {
                 }
             }
         });
+        // Own the child before anything can panic, so a failed start leaves no process behind.
+        self.child = child;
         self.addr = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("receiver did not start");
-        self.child = child;
     }
 
     /// SIGKILL, then start again on the same store.

@@ -5,16 +5,15 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `L` | tenant `FF` labels | series id |
 //! | `S` | series id | tenant `FF` labels |
-//! | `P` | tenant `FF` name `FF` value `FF` series id | empty (postings) |
 //! | `W` | sequence number | one request's float samples (the log; see `log.rs`) |
 //! | `C` | series id, first timestamp | compressed chunk (see `chunk.rs`) |
 //! | `H` | series id, timestamp | RW2 `Histogram` protobuf |
 //! | `E` | series id, timestamp | exemplar (labels, value) |
 //! | `M` | tenant `FF` metric name | metadata (type, help, unit) |
 //!
-//! `FF` never occurs in UTF-8, so it separates strings without escaping. Series ids and
+//! The label → id index and the postings are kept in memory and rebuilt from the `S` records
+//! at start-up, so creating a series costs one insert. `FF` never occurs in UTF-8, so it separates strings without escaping. Series ids and
 //! timestamps are big-endian, timestamps with the sign bit flipped, so byte order is numeric
 //! order and range scans return samples oldest first.
 
@@ -22,9 +21,7 @@ use ferry_protocol::{Label, LabelSet};
 
 pub const SEP: u8 = 0xff;
 
-pub const LABELS_TO_ID: u8 = b'L';
 pub const ID_TO_LABELS: u8 = b'S';
-pub const POSTING: u8 = b'P';
 pub const LOG: u8 = b'W';
 pub const CHUNK: u8 = b'C';
 pub const HISTOGRAM: u8 = b'H';
@@ -68,13 +65,12 @@ pub fn ts_from_bytes(b: &[u8]) -> i64 {
     (u64::from_be_bytes(b.try_into().expect("8 timestamp bytes")) ^ (1 << 63)) as i64
 }
 
-pub fn series_key(tenant: &str, labels: &LabelSet) -> Vec<u8> {
-    let mut k = Vec::with_capacity(64);
-    k.push(LABELS_TO_ID);
-    k.extend_from_slice(tenant.as_bytes());
-    k.push(SEP);
-    encode_labels(labels, &mut k);
-    k
+/// The head's index key of a series: `tenant FF labels` (also the `S` record's value).
+pub fn series_key(tenant: &str, labels: &LabelSet, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(tenant.as_bytes());
+    out.push(SEP);
+    encode_labels(labels, out);
 }
 
 /// `S` key or the prefix of a per-series range (`D`, `C`, `H`, `E`).
@@ -93,17 +89,16 @@ pub fn point_key(prefix: u8, id: u64, ts: i64) -> [u8; 17] {
     k
 }
 
-/// `P tenant FF name FF value FF` (+ id for a full posting key).
-pub fn posting_prefix(tenant: &str, name: &str, value: Option<&str>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(32);
-    k.push(POSTING);
+/// A postings key: `tenant FF name FF value`, or with `value: None` the prefix of every
+/// value of `name`.
+pub fn posting_key(tenant: &str, name: &str, value: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + name.len() + 16);
     k.extend_from_slice(tenant.as_bytes());
     k.push(SEP);
     k.extend_from_slice(name.as_bytes());
     k.push(SEP);
     if let Some(v) = value {
         k.extend_from_slice(v.as_bytes());
-        k.push(SEP);
     }
     k
 }

@@ -16,8 +16,10 @@ pub mod chunk;
 pub mod keys;
 pub mod log;
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -116,14 +118,38 @@ impl SeriesState {
 
 #[derive(Default)]
 struct Head {
-    /// `L` key (tenant + labels) → series id.
+    /// `tenant FF labels` → series id.
     index: HashMap<Box<[u8]>, u64>,
+    /// `tenant FF name FF value` → ids of the series with that label, ascending. Ordered, so
+    /// that all values of a name are one range.
+    postings: BTreeMap<Box<[u8]>, Vec<u64>>,
     series: HashMap<u64, SeriesState>,
-    /// Tenant names by number (`SeriesState::tenant`) and series counts per tenant.
+    /// Tenant names and their series counts.
     tenants: Vec<(String, usize)>,
 }
 
 impl Head {
+    fn add_postings(&mut self, tenant: &str, labels: &LabelSet, id: u64) {
+        for l in labels {
+            self.postings
+                .entry(posting_key(tenant, &l.name, Some(&l.value)).into())
+                .or_default()
+                .push(id);
+        }
+    }
+
+    /// The `name FF value` part of every postings key of `tenant` that starts with `start`.
+    fn postings_from(&self, tenant: &str, start: &[u8]) -> impl Iterator<Item = (&[u8], &Vec<u64>)> {
+        let mut prefix = tenant.as_bytes().to_vec();
+        prefix.push(SEP);
+        let skip = prefix.len();
+        prefix.extend_from_slice(start);
+        self.postings
+            .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(move |(k, v)| (&k[skip..], v))
+    }
+
     fn tenant_no(&mut self, tenant: &str) -> u32 {
         match self.tenants.iter().position(|(t, _)| t == tenant) {
             Some(i) => i as u32,
@@ -187,17 +213,16 @@ impl Store {
 
     fn load_head(&self) -> Result<(), StoreError> {
         let mut head = self.head.lock().expect("head lock");
-        for item in self.db.scan_prefix([LABELS_TO_ID]) {
+        for item in self.db.scan_prefix([ID_TO_LABELS]) {
             let (k, v) = item?;
-            let id = id_from(&v)?;
-            let tenant_end = k[1..]
-                .iter()
-                .position(|&b| b == SEP)
-                .map(|p| p + 1)
-                .unwrap_or(k.len());
-            let tenant = String::from_utf8_lossy(&k[1..tenant_end]).into_owned();
+            let id = id_from(&k[1..])?;
+            let tenant_end = v.iter().position(|&b| b == SEP).unwrap_or(v.len());
+            let tenant = String::from_utf8_lossy(&v[..tenant_end]).into_owned();
+            let labels = decode_labels(&v[(tenant_end + 1).min(v.len())..])
+                .ok_or_else(|| StoreError::Corrupt(format!("labels of series {id}")))?;
             let t = head.tenant_no(&tenant);
             head.tenants[t as usize].1 += 1;
+            head.add_postings(&tenant, &labels, id);
             let mut state = SeriesState {
                 last_ts: i64::MIN,
                 ..Default::default()
@@ -226,7 +251,7 @@ impl Store {
                     state.last = Some(Last::Histogram(hash_bytes(&v)));
                 }
             }
-            head.index.insert(k.as_ref().into(), id);
+            head.index.insert(v.as_ref().into(), id);
             head.series.insert(id, state);
         }
         // Replay the log: samples newer than what the chunks hold go back into the head.
@@ -297,12 +322,9 @@ impl Store {
             batch.insert(metadata_key(tenant, name), v);
         }
         let mut key = Vec::with_capacity(256);
+        let mut new_labels: Vec<LabelSet> = Vec::new();
         for sw in input.series {
-            key.clear();
-            key.push(LABELS_TO_ID);
-            key.extend_from_slice(tenant.as_bytes());
-            key.push(SEP);
-            encode_labels(&sw.labels, &mut key);
+            series_key(tenant, &sw.labels, &mut key);
             let existing = head
                 .index
                 .get(key.as_slice())
@@ -319,8 +341,10 @@ impl Store {
                         continue;
                     }
                     let id = self.db.generate_id()?;
-                    self.index_new_series(&mut batch, tenant, &sw.labels, &key, id);
+                    // One record per new series; the index and postings derive from it.
+                    batch.insert(&id_key(ID_TO_LABELS, id)[..], key.as_slice());
                     new_keys.push((key.as_slice().into(), id));
+                    new_labels.push(sw.labels.clone());
                     staged.insert(
                         id,
                         Staged {
@@ -428,8 +452,9 @@ impl Store {
 
         self.db.apply_batch(batch)?;
 
-        for (k, id) in new_keys {
+        for ((k, id), labels) in new_keys.into_iter().zip(new_labels) {
             head.index.insert(k, id);
+            head.add_postings(tenant, &labels, id);
         }
         for (id, st) in staged {
             if let Some(t) = st.new_tenant {
@@ -448,23 +473,6 @@ impl Store {
             }
         }
         Ok(report)
-    }
-
-    fn index_new_series(
-        &self,
-        batch: &mut sled::Batch,
-        tenant: &str,
-        labels: &LabelSet,
-        key: &[u8],
-        id: u64,
-    ) {
-        batch.insert(key, &id.to_be_bytes()[..]);
-        batch.insert(&id_key(ID_TO_LABELS, id)[..], &key[1..]);
-        for l in labels {
-            let mut p = posting_prefix(tenant, &l.name, Some(&l.value));
-            p.extend_from_slice(&id.to_be_bytes());
-            batch.insert(p, &[][..]);
-        }
     }
 
     /// The float stored for series `id` at exactly `ts`: in the open chunk or a cut one.
@@ -542,13 +550,19 @@ impl Store {
             .find(|m| !m.matches(""))
             .ok_or_else(|| StoreError::Corrupt("selector needs a matcher that does not match \"\"".into()))?;
         let mut ids = Vec::new();
-        let prefix = posting_prefix(tenant, &anchor.name, None);
-        for item in self.db.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            let rest = &k[prefix.len()..];
-            let (value, id) = rest.split_at(rest.len() - 9);
-            if anchor.matches(std::str::from_utf8(value).unwrap_or("")) {
-                ids.push(id_from(&id[1..])?);
+        {
+            let head = self.head.lock().expect("head lock");
+            let mut start = anchor.name.as_bytes().to_vec();
+            start.push(SEP);
+            let value_at = start.len();
+            if anchor.kind == crate::selector::MatchKind::Equal {
+                // Only values with this prefix can be equal: skip straight to them.
+                start.extend_from_slice(anchor.value.as_bytes());
+            }
+            for (k, list) in head.postings_from(tenant, &start) {
+                if anchor.matches(std::str::from_utf8(&k[value_at..]).unwrap_or("")) {
+                    ids.extend_from_slice(list);
+                }
             }
         }
         ids.sort_unstable();
@@ -679,50 +693,29 @@ impl Store {
 
     /// Every label name used in `tenant`, sorted.
     pub fn label_names(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
-        let mut prefix = vec![POSTING];
-        prefix.extend_from_slice(tenant.as_bytes());
-        prefix.push(SEP);
+        let head = self.head.lock().expect("head lock");
         let mut names: Vec<String> = Vec::new();
-        let mut cursor = prefix.clone();
-        // Skip from one name to the next instead of walking every posting.
-        while let Some(item) = self.db.range(cursor.clone()..).next() {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
+        for (k, _) in head.postings_from(tenant, b"") {
+            let name = &k[..k.iter().position(|&b| b == SEP).unwrap_or(k.len())];
+            if names.last().map(String::as_bytes) != Some(name) {
+                names.push(String::from_utf8_lossy(name).into_owned());
             }
-            let rest = &k[prefix.len()..];
-            let end = rest.iter().position(|&b| b == SEP).unwrap_or(rest.len());
-            names.push(String::from_utf8_lossy(&rest[..end]).into_owned());
-            // Every posting of this name starts `name FF v` with v < FF (UTF-8), so
-            // `name FF FF` is past all of them and before any later key.
-            cursor.truncate(prefix.len());
-            cursor.extend_from_slice(&rest[..end]);
-            cursor.extend_from_slice(&[SEP, SEP]);
         }
-        // Key order is not string order ("a" FF sorts after "ab"), so sort here.
         names.sort_unstable();
+        names.dedup();
         Ok(names)
     }
 
     /// Every value of label `name` in `tenant`, sorted.
     pub fn label_values(&self, tenant: &str, name: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = posting_prefix(tenant, name, None);
-        let mut values: Vec<String> = Vec::new();
-        for item in self.db.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            let rest = &k[prefix.len()..];
-            let value = String::from_utf8_lossy(&rest[..rest.len() - 9]).into_owned();
-            // Postings of one value are contiguous, so comparing with the last suffices.
-            if values.last() != Some(&value) {
-                values.push(value);
-            }
-        }
-        values.sort_unstable();
-        Ok(values)
+        let head = self.head.lock().expect("head lock");
+        let mut start = name.as_bytes().to_vec();
+        start.push(SEP);
+        Ok(head
+            .postings_from(tenant, &start)
+            .map(|(k, _)| String::from_utf8_lossy(&k[start.len()..]).into_owned())
+            .collect())
     }
-
-    // ----------------------------------------------------------------------------------------
-    // Maintenance.
 
     /// Deletes data older than `cutoff` (ms). Returns the number of keys removed.
     pub fn delete_before(&self, cutoff: i64) -> Result<usize, StoreError> {
