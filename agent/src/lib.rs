@@ -1,0 +1,9 @@
+//! `ferry-agent`: discover, relabel, scrape, WAL, remote write.
+//!
+//! - [`labels`]: Prometheus' label builder semantics;
+//! - [`relabel`]: the relabel engine;
+//! - [`duration`]: Prometheus durations.
+
+pub mod duration;
+pub mod labels;
+pub mod relabel;
