@@ -2,8 +2,10 @@
 //!
 //! - [`labels`]: Prometheus' label builder semantics;
 //! - [`relabel`]: the relabel engine;
-//! - [`duration`]: Prometheus durations.
+//! - [`duration`]: Prometheus durations;
+//! - [`scrape`]: exposition parsing, the scrape loop and its output.
 
 pub mod duration;
 pub mod labels;
 pub mod relabel;
+pub mod scrape;

@@ -1,0 +1,3 @@
+//! Scraping: fetch, parse, series cache, staleness, report series.
+
+pub mod parse;
