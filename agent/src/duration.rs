@@ -34,6 +34,9 @@ pub fn parse_ms(s: &str) -> Result<u64, String> {
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
+        if unit.is_empty() {
+            return Err(bad());
+        }
         // Units must come largest first, each at most once.
         let pos = UNITS[next_unit..]
             .iter()
