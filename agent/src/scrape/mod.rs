@@ -1,3 +1,6 @@
-//! Scraping: fetch, parse, series cache, staleness, report series.
+//! Scraping: targets, fetch, parse, series cache, staleness, report series.
 
+pub mod append;
+pub mod batch;
 pub mod parse;
+pub mod target;

@@ -1,0 +1,489 @@
+//! The scrape-to-batch pipeline without I/O: series cache, label merge (honor_labels),
+//! metric relabeling, validation and limits, duplicate handling, staleness bookkeeping and
+//! the report series (reference §1.7, §1.8, §2, §3).
+//!
+//! The cache is keyed by the raw series text as exposed. A hit yields the built, relabeled,
+//! validated series (or "dropped") without touching the labels again; only new texts pay for
+//! parsing and relabeling.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_protocol::labels::{is_valid_label_name, is_valid_metric_name};
+use ferry_protocol::{LabelSet, METRIC_NAME, NameValidation, STALE_NAN};
+use hashbrown::{HashMap, HashSet};
+
+use super::batch::{BatchExemplar, BatchMetadata, BatchSample, ScrapeBatch, SeriesDef};
+use super::parse::{Entry, Format, MetricType, Norm, Parser, parse_series};
+use crate::config::Job;
+use crate::labels::Builder;
+use crate::relabel;
+
+/// Samples more than this far in the future are dropped (not fatal), as Prometheus does.
+const MAX_FUTURE_MS: i64 = 10 * 60_000;
+
+/// The report series, in the order Prometheus writes them.
+pub const REPORT_NAMES: [&str; 8] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+    "scrape_timeout_seconds",
+    "scrape_sample_limit",
+    "scrape_body_size_bytes",
+];
+
+#[derive(Debug, Clone)]
+enum Cached {
+    Dropped,
+    Series(SeriesDef),
+}
+
+/// Counts for the report series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub scraped: u64,
+    pub post_relabel: u64,
+    pub series_added: u64,
+}
+
+/// How a scrape attempt ended before parsing, for the report series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched<'a> {
+    /// HTTP 200 with this body and Content-Type.
+    Body {
+        body: &'a str,
+        content_type: Option<&'a str>,
+        decoded_len: usize,
+    },
+    /// Transport, status, size or content-type failure before parsing.
+    Failed {
+        error: String,
+        body_size_limit_hit: bool,
+    },
+}
+
+/// Per-target state kept across scrapes.
+#[derive(Debug)]
+pub struct TargetState {
+    cache: [HashMap<Box<str>, Cached>; 3],
+    /// Series tracked for staleness at the previous scrape, and during this one.
+    prev: HashMap<u64, Arc<LabelSet>>,
+    cur: HashMap<u64, Arc<LabelSet>>,
+    seen: HashSet<u64>,
+    /// Series whose definition has gone out in a batch of this loop.
+    announced: HashSet<u64>,
+    metadata: HashMap<String, BatchMetadata>,
+    report: Vec<SeriesDef>,
+    report_sent: bool,
+    ids: Arc<AtomicU64>,
+    /// Target labels attached to every sample.
+    public: LabelSet,
+    hash: u64,
+}
+
+fn norm_index(n: Norm) -> usize {
+    match n {
+        Norm::None => 0,
+        Norm::Le => 1,
+        Norm::Quantile => 2,
+    }
+}
+
+impl TargetState {
+    pub fn new(public: LabelSet, hash: u64, ids: Arc<AtomicU64>) -> TargetState {
+        let report = REPORT_NAMES
+            .iter()
+            .map(|name| {
+                let mut ls = public.clone();
+                ls.set(METRIC_NAME, name).expect("non-empty name");
+                SeriesDef {
+                    id: ids.fetch_add(1, Ordering::Relaxed),
+                    labels: Arc::new(ls),
+                }
+            })
+            .collect();
+        TargetState {
+            cache: Default::default(),
+            prev: HashMap::new(),
+            cur: HashMap::new(),
+            seen: HashSet::new(),
+            announced: HashSet::new(),
+            metadata: HashMap::new(),
+            report,
+            report_sent: false,
+            ids,
+            public,
+            hash,
+        }
+    }
+
+    /// Series in the cache (for self-metrics).
+    pub fn cached_series(&self) -> usize {
+        self.cache.iter().map(HashMap::len).sum()
+    }
+
+    /// Builds the final labels of a newly seen raw series, or `Ok(None)` if relabeling drops
+    /// it. Errors fail the scrape.
+    fn build(&self, job: &Job, raw: &str, norm: Norm, format: Format) -> Result<Option<LabelSet>, String> {
+        let (name, pairs) = parse_series(raw, norm, format)?;
+        let mut seen_names: HashSet<&str> = HashSet::with_capacity(pairs.len() + 1);
+        if !name.is_empty() {
+            seen_names.insert(METRIC_NAME);
+        }
+        for (n, _) in &pairs {
+            if !seen_names.insert(n.as_str()) {
+                return Err(format!("label name {n:?} is not unique: invalid sample"));
+            }
+        }
+        let mut scraped: Vec<ferry_protocol::Label> = pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| ferry_protocol::Label::new(n.as_str(), v.as_str()))
+            .collect();
+        if !name.is_empty() {
+            scraped.push(ferry_protocol::Label::new(METRIC_NAME, name.as_str()));
+        }
+        scraped.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut b = Builder::new(scraped);
+        if job.honor_labels {
+            for l in &self.public {
+                let present = pairs.iter().any(|(n, _)| *n == l.name);
+                if !present {
+                    b.set(&l.name, &l.value);
+                }
+            }
+        } else {
+            let mut clashes: Vec<(String, String)> = Vec::new();
+            for l in &self.public {
+                let v = b.get(&l.name);
+                if !v.is_empty() {
+                    clashes.push((l.name.clone(), v.to_owned()));
+                }
+                b.set(&l.name, &l.value);
+            }
+            clashes.sort_by_key(|(n, _)| n.len());
+            for (n, v) in clashes {
+                let mut exported = format!("exported_{n}");
+                while !b.get(&exported).is_empty() {
+                    exported = format!("exported_{exported}");
+                }
+                b.set(&exported, &v);
+            }
+        }
+        if !relabel::process(&job.metric_relabel, &mut b) {
+            return Ok(None);
+        }
+        let ls = b.labels();
+        let Some(metric) = ls.metric_name() else {
+            return Err("missing metric name (__name__ label)".into());
+        };
+        let scheme = job.validation;
+        if !is_valid_metric_name(metric, scheme) || ls.iter().any(|l| !is_valid_label_name(&l.name, scheme)) {
+            return Err(format!("invalid metric name or label names: {ls}"));
+        }
+        if job.label_limit > 0 && ls.len() as u64 > job.label_limit {
+            return Err(format!(
+                "label_limit exceeded (metric: {:.50}, number of labels: {}, limit: {})",
+                metric,
+                ls.len(),
+                job.label_limit
+            ));
+        }
+        for l in &ls {
+            if job.label_name_length_limit > 0 && l.name.len() as u64 > job.label_name_length_limit {
+                return Err(format!(
+                    "label_name_length_limit exceeded (metric: {:.50}, label name: {}, length: {}, limit: {})",
+                    metric,
+                    l.name,
+                    l.name.len(),
+                    job.label_name_length_limit
+                ));
+            }
+            if job.label_value_length_limit > 0 && l.value.len() as u64 > job.label_value_length_limit {
+                return Err(format!(
+                    "label_value_length_limit exceeded (metric: {:.50}, label name: {}, value: {:.50}, length: {}, limit: {})",
+                    metric,
+                    l.name,
+                    l.value,
+                    l.value.len(),
+                    job.label_value_length_limit
+                ));
+            }
+        }
+        if scheme == NameValidation::Legacy && metric.starts_with(' ') {
+            return Err(format!("invalid metric name or label names: {ls}"));
+        }
+        Ok(Some(ls))
+    }
+
+    /// Runs one scrape's result through the pipeline. `now` is the wall clock (ms), for the
+    /// future-timestamp bound; `ts` is the scrape timestamp; `duration` the scrape's time.
+    pub fn scrape(
+        &mut self,
+        job: &Job,
+        fetched: Fetched<'_>,
+        ts: i64,
+        now: i64,
+        duration_s: f64,
+    ) -> ScrapeBatch {
+        let mut out = ScrapeBatch {
+            target: self.hash,
+            timestamp: ts,
+            ..Default::default()
+        };
+        self.cur.clear();
+        self.seen.clear();
+        let mut counts = Counts::default();
+        let mut body_size = 0i64;
+        let result = match fetched {
+            Fetched::Failed {
+                error,
+                body_size_limit_hit,
+            } => {
+                body_size = if body_size_limit_hit { -1 } else { 0 };
+                Err(error)
+            }
+            Fetched::Body {
+                body,
+                content_type,
+                decoded_len,
+            } => {
+                if body.is_empty() {
+                    body_size = decoded_len as i64;
+                    Ok(()) // an empty 200 is a successful scrape with no samples
+                } else {
+                    match super::parse::format_for(content_type, job.fallback) {
+                        Ok(format) => {
+                            body_size = decoded_len as i64;
+                            self.append(job, body, format, ts, now, &mut out, &mut counts)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        };
+        if let Err(e) = &result {
+            // Roll back everything from the body; what was tracked stays tracked (§3.4).
+            out.samples.clear();
+            out.exemplars.clear();
+            out.metadata.clear();
+            for d in out.new_series.drain(..) {
+                self.announced.remove(&d.id);
+            }
+            out.error = Some(e.clone());
+        }
+        // Stale markers for series tracked last time and not this time.
+        for (id, _) in self.prev.iter().filter(|(id, _)| !self.cur.contains_key(*id)) {
+            out.samples.push(BatchSample {
+                series: *id,
+                timestamp: ts,
+                value: STALE_NAN,
+            });
+        }
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        if !self.report_sent {
+            out.new_series.extend(self.report.iter().cloned());
+            self.report_sent = true;
+        }
+        let ok = result.is_ok();
+        // Transport and content-type failures never parsed anything, so counts are 0 there.
+        let (scraped, post, added) = (counts.scraped, counts.post_relabel, counts.series_added);
+        let values = [
+            if ok { 1.0 } else { 0.0 },
+            duration_s,
+            scraped as f64,
+            post as f64,
+            added as f64,
+            job.timeout.as_secs_f64(),
+            job.sample_limit as f64,
+            body_size as f64,
+        ];
+        let n = if job.extra_scrape_metrics { 8 } else { 5 };
+        for (def, v) in self.report.iter().zip(values).take(n) {
+            out.samples.push(BatchSample {
+                series: def.id,
+                timestamp: ts,
+                value: v,
+            });
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &mut self,
+        job: &Job,
+        body: &str,
+        format: Format,
+        ts: i64,
+        now: i64,
+        out: &mut ScrapeBatch,
+        counts: &mut Counts,
+    ) -> Result<(), String> {
+        let mut parser = Parser::new(body, format);
+        let mut help: HashMap<String, String> = HashMap::new();
+        let mut types: HashMap<String, MetricType> = HashMap::new();
+        let mut units: HashMap<String, String> = HashMap::new();
+        let mut appended = 0u64;
+        let mut limit_hit = false;
+        let mut failure: Option<String> = None;
+        loop {
+            let entry = match parser.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            };
+            let s = match entry {
+                Entry::Help { name, text } => {
+                    help.insert(name.into_owned(), text);
+                    continue;
+                }
+                Entry::Type { name, kind } => {
+                    types.insert(name.into_owned(), kind);
+                    continue;
+                }
+                Entry::Unit { name, unit } => {
+                    units.insert(name.into_owned(), unit);
+                    continue;
+                }
+                Entry::Sample(s) => s,
+            };
+            counts.scraped += 1;
+            let cache = &self.cache[norm_index(s.norm)];
+            let (def, new) = match cache.get(s.series) {
+                Some(Cached::Dropped) => continue,
+                Some(Cached::Series(d)) => (d.clone(), false),
+                None => match self.build(job, s.series, s.norm, format) {
+                    Ok(None) => {
+                        self.cache[norm_index(s.norm)].insert(s.series.into(), Cached::Dropped);
+                        continue;
+                    }
+                    Ok(Some(ls)) => {
+                        let def = SeriesDef {
+                            id: self.ids.fetch_add(1, Ordering::Relaxed),
+                            labels: Arc::new(ls),
+                        };
+                        self.cache[norm_index(s.norm)].insert(s.series.into(), Cached::Series(def.clone()));
+                        (def, true)
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                },
+            };
+            counts.post_relabel += 1;
+            let explicit = s.timestamp.is_some() && job.honor_timestamps;
+            let t = if explicit { s.timestamp.unwrap_or(ts) } else { ts };
+            if !explicit && !self.seen.insert(def.id) {
+                continue; // the same series twice without a timestamp: the first wins
+            }
+            if t > now + MAX_FUTURE_MS {
+                continue; // out of bounds: dropped, not fatal
+            }
+            if job.sample_limit > 0 && appended >= job.sample_limit {
+                limit_hit = true;
+                continue; // keep counting so the report series are right
+            }
+            appended += 1;
+            if new {
+                counts.series_added += 1;
+            }
+            if self.announced.insert(def.id) {
+                out.new_series.push(def.clone());
+            }
+            out.samples.push(BatchSample {
+                series: def.id,
+                timestamp: t,
+                value: s.value,
+            });
+            if !explicit || job.track_timestamps_staleness {
+                self.cur.insert(def.id, def.labels.clone());
+            }
+            if let Some(ex) = s.exemplar {
+                if let Ok(labels) = LabelSet::from_pairs(ex.labels) {
+                    out.exemplars.push(BatchExemplar {
+                        series: def.id,
+                        labels,
+                        value: ex.value,
+                        timestamp: ex.timestamp.unwrap_or(t),
+                    });
+                }
+            }
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        if limit_hit {
+            return Err("sample limit exceeded".into());
+        }
+        // Metadata: families whose TYPE/HELP/UNIT changed since the last scrape.
+        let mut names: Vec<&String> = types.keys().chain(help.keys()).chain(units.keys()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let md = BatchMetadata {
+                metric_family: name.clone(),
+                kind: types.get(name).copied().unwrap_or(MetricType::Unknown),
+                help: help.get(name).cloned().unwrap_or_default(),
+                unit: units.get(name).cloned().unwrap_or_default(),
+            };
+            if self.metadata.get(name) != Some(&md) {
+                self.metadata.insert(name.clone(), md.clone());
+                out.metadata.push(md);
+            }
+        }
+        Ok(())
+    }
+
+    /// End-of-run markers when the target goes away: every series of the last scrape and the
+    /// report series, at `ts` (reference §3.5).
+    pub fn end_of_run(&mut self, job: &Job, ts: i64) -> ScrapeBatch {
+        let mut out = ScrapeBatch {
+            target: self.hash,
+            timestamp: ts,
+            ..Default::default()
+        };
+        let mut ids: Vec<u64> = self.prev.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            out.samples.push(BatchSample {
+                series: id,
+                timestamp: ts,
+                value: STALE_NAN,
+            });
+        }
+        let n = if job.extra_scrape_metrics { 8 } else { 5 };
+        for def in self.report.iter().take(n) {
+            out.samples.push(BatchSample {
+                series: def.id,
+                timestamp: ts,
+                value: STALE_NAN,
+            });
+        }
+        self.prev.clear();
+        out
+    }
+
+    /// Labels of a series id this target produced, for tests and the batch consumer.
+    pub fn labels_of(&self, id: u64) -> Option<Arc<LabelSet>> {
+        self.report
+            .iter()
+            .find(|d| d.id == id)
+            .map(|d| d.labels.clone())
+            .or_else(|| {
+                self.cache.iter().flat_map(|c| c.values()).find_map(|c| match c {
+                    Cached::Series(d) if d.id == id => Some(d.labels.clone()),
+                    _ => None,
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests;
