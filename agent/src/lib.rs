@@ -1,13 +1,19 @@
 //! `ferry-agent`: discover, relabel, scrape, WAL, remote write.
 //!
 //! - [`config`]: the YAML configuration and every job's effective settings;
+//! - [`discovery`]: static and file discovery;
 //! - [`labels`]: Prometheus' label builder semantics;
 //! - [`relabel`]: the relabel engine;
 //! - [`duration`]: Prometheus durations;
-//! - [`scrape`]: exposition parsing, the scrape loop and its output.
+//! - [`scrape`]: targets, fetching, parsing, the scrape loop and its output;
+//! - [`telemetry`]: self-metrics, the targets API, health and reload endpoints;
+//! - [`dump`]: JSON-lines rendering of batches for debugging.
 
 pub mod config;
+pub mod discovery;
+pub mod dump;
 pub mod duration;
 pub mod labels;
 pub mod relabel;
 pub mod scrape;
+pub mod telemetry;

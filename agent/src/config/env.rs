@@ -6,13 +6,38 @@
 //! default is an error that names it; a relabel template using a named group `${host}` hits
 //! that error and is told to write `$${host}`.
 
-/// Expands `text`, looking variables up with `get`. Errors name the line.
+/// Where the YAML comment of `line` starts (a `#` at the start or after a space or tab,
+/// outside quotes), if it has one.
+fn comment_start(line: &str) -> Option<usize> {
+    let (mut single, mut double) = (false, false);
+    let mut prev = b' ';
+    for (i, b) in line.bytes().enumerate() {
+        match b {
+            b'\'' if !double => single = !single,
+            b'"' if !single && prev != b'\\' => double = !double,
+            b'#' if !single && !double && (prev == b' ' || prev == b'\t' || i == 0) => return Some(i),
+            _ => {}
+        }
+        prev = b;
+    }
+    None
+}
+
+/// Expands `text` line by line, leaving comments alone. Errors name the line.
 pub fn expand(text: &str, get: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = line.split_at(comment_start(line).unwrap_or(line.len()));
+        out.push_str(&expand_line(code, &get).map_err(|e| format!("line {}: {e}", n + 1))?);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+fn expand_line(text: &str, get: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    let mut line = 1;
     while let Some(i) = rest.find('$') {
-        line += rest[..i].matches('\n').count();
         out.push_str(&rest[..i]);
         rest = &rest[i..];
         if rest.starts_with("$$") {
@@ -33,7 +58,7 @@ pub fn expand(text: &str, get: impl Fn(&str) -> Option<String>) -> Result<String
         let (default, consumed) = if let Some(d) = after.strip_prefix(":-") {
             match d.find('}') {
                 Some(end) => (Some(&d[..end]), 2 + name_len + 2 + end + 1),
-                None => return Err(format!("line {line}: unterminated ${{{}:-…", &body[..name_len])),
+                None => return Err(format!("unterminated ${{{}:-…", &body[..name_len])),
             }
         } else if after.starts_with('}') {
             (None, 2 + name_len + 1)
@@ -52,7 +77,7 @@ pub fn expand(text: &str, get: impl Fn(&str) -> Option<String>) -> Result<String
             (_, Some(d)) => out.push_str(d),
             (None, None) => {
                 return Err(format!(
-                    "line {line}: environment variable {name} is not set (write $${{{name}}} for a literal ${{{name}}}, \
+                    "environment variable {name} is not set (write $${{{name}}} for a literal ${{{name}}}, \
                      or ${{{name}:-default}}, or run with --no-config.expand-env)"
                 ));
             }
@@ -101,5 +126,14 @@ mod tests {
         let e = expand("a: 1\nb: ${host}\n", env).unwrap_err();
         assert!(e.starts_with("line 2:") && e.contains("$${host}"), "{e}");
         assert!(expand("a: ${X:-", env).is_err());
+        // Comments are not expanded; a '#' inside a value or quotes is not a comment.
+        assert_eq!(
+            expand("# use ${VAR} here\na: 1 # ${X}\n", env).unwrap(),
+            "# use ${VAR} here\na: 1 # ${X}\n"
+        );
+        assert_eq!(
+            expand("a: 'x # ${NODE_NAME}'\nb: c#${NODE_NAME}\n", env).unwrap(),
+            "a: 'x # node-1'\nb: c#node-1\n"
+        );
     }
 }

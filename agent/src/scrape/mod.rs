@@ -2,5 +2,8 @@
 
 pub mod append;
 pub mod batch;
+pub mod fetch;
+pub mod manager;
 pub mod parse;
+pub mod scrape_loop;
 pub mod target;

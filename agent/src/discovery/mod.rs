@@ -1,0 +1,62 @@
+//! Discovery providers: each sends full replacement sets of target groups for its job to the
+//! scrape manager. `static_configs` and `file_sd_configs` live here; Kubernetes is its own
+//! issue and is validated but not yet served.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Job, StaticConfig};
+use crate::scrape::manager::Update;
+use crate::scrape::target::TargetGroup;
+
+/// Groups of a job's `static_configs`; source = the list index.
+pub fn static_groups(configs: &[StaticConfig]) -> Vec<TargetGroup> {
+    configs
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| TargetGroup {
+            source: i.to_string(),
+            targets: sc
+                .targets
+                .iter()
+                .map(|t| BTreeMap::from([("__address__".to_owned(), t.clone())]))
+                .collect(),
+            labels: sc.labels.clone(),
+        })
+        .collect()
+}
+
+/// Starts every provider of `job`. They stop when `stop` changes.
+pub fn start(job: &Job, base: &Path, tx: mpsc::Sender<Update>, stop: watch::Receiver<bool>) {
+    if !job.static_configs.is_empty() {
+        let u = Update {
+            job: job.name.clone(),
+            provider: "static".into(),
+            groups: static_groups(&job.static_configs),
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(u).await;
+        });
+    }
+    for (i, f) in job.file_sd.iter().enumerate() {
+        tokio::spawn(file::run(
+            job.name.clone(),
+            format!("file/{i}"),
+            f.clone(),
+            base.to_owned(),
+            tx.clone(),
+            stop.clone(),
+        ));
+    }
+    if !job.kubernetes_sd.is_empty() {
+        tracing::warn!(job = %job.name, "kubernetes_sd_configs are validated but Kubernetes discovery is not implemented yet; this job finds no Kubernetes targets");
+    }
+    if !job.http_sd.is_empty() {
+        tracing::warn!(job = %job.name, "http_sd_configs are validated but HTTP discovery is not implemented yet");
+    }
+}

@@ -1,0 +1,331 @@
+//! HTTP fetching of a target: the client built from `<http_config>` (auth, TLS, proxy,
+//! redirects, extra headers), Prometheus' request headers, one deadline for the whole
+//! exchange, only HTTP 200 as success, gzip decoded only for `Content-Encoding: gzip`, and
+//! `body_size_limit` applied to the decoded bytes (`n >= limit` fails).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{HttpClient, Job};
+
+pub const USER_AGENT: &str = concat!("ferry-agent/", env!("CARGO_PKG_VERSION"));
+
+/// A response that made it to the parser's door.
+#[derive(Debug)]
+pub struct Response {
+    pub body: String,
+    pub content_type: Option<String>,
+    pub decoded_len: usize,
+}
+
+#[derive(Debug)]
+pub struct FetchError {
+    pub msg: String,
+    pub body_size_limit_hit: bool,
+}
+
+impl FetchError {
+    fn new(msg: impl Into<String>) -> FetchError {
+        FetchError {
+            msg: msg.into(),
+            body_size_limit_hit: false,
+        }
+    }
+}
+
+/// How to authenticate; secrets from files are re-read on every request, so rotated
+/// credentials (service-account tokens) are picked up.
+#[derive(Debug, Clone)]
+enum Auth {
+    None,
+    Basic { user: Secret, password: Secret },
+    Bearer { scheme: String, token: Secret },
+}
+
+#[derive(Debug, Clone)]
+enum Secret {
+    Inline(String),
+    File(std::path::PathBuf),
+}
+
+impl Secret {
+    fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::Inline(s) => Ok(s.clone()),
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("reading {}: {e}", p.display())),
+        }
+    }
+}
+
+/// A client for one job's (or SD's) `<http_config>`.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    auth: Auth,
+    headers: HeaderMap,
+}
+
+fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Fetcher {
+    /// Builds the client; relative file paths resolve against `base` (the config's folder).
+    pub fn new(http: &HttpClient, base: &Path) -> Result<Fetcher, String> {
+        let mut b = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .pool_max_idle_per_host(2)
+            .tcp_nodelay(true);
+        b = if http.follow_redirects.unwrap_or(true) {
+            b.redirect(reqwest::redirect::Policy::limited(10))
+        } else {
+            b.redirect(reqwest::redirect::Policy::none())
+        };
+        if !http.proxy_from_environment {
+            b = b.no_proxy();
+        }
+        if let Some(p) = &http.proxy_url {
+            let mut proxy = reqwest::Proxy::all(p).map_err(|e| format!("proxy_url {p:?}: {e}"))?;
+            if let Some(np) = &http.no_proxy {
+                proxy = proxy.no_proxy(reqwest::NoProxy::from_string(np));
+            }
+            b = b.proxy(proxy);
+        }
+        if let Some(tls) = &http.tls_config {
+            if tls.insecure_skip_verify {
+                b = b.danger_accept_invalid_certs(true);
+            }
+            let ca = match (&tls.ca, &tls.ca_file) {
+                (Some(pem), _) => Some(pem.as_bytes().to_vec()),
+                (_, Some(f)) => {
+                    Some(std::fs::read(resolve(base, f)).map_err(|e| format!("tls_config.ca_file: {e}"))?)
+                }
+                _ => None,
+            };
+            if let Some(pem) = ca {
+                for cert in
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls_config.ca: {e}"))?
+                {
+                    b = b.add_root_certificate(cert);
+                }
+            }
+            let read = |inline: &Option<String>,
+                        file: &Option<std::path::PathBuf>,
+                        what: &str|
+             -> Result<Option<Vec<u8>>, String> {
+                match (inline, file) {
+                    (Some(s), _) => Ok(Some(s.as_bytes().to_vec())),
+                    (_, Some(f)) => std::fs::read(resolve(base, f))
+                        .map(Some)
+                        .map_err(|e| format!("tls_config.{what}_file: {e}")),
+                    _ => Ok(None),
+                }
+            };
+            if let (Some(mut cert), Some(key)) = (
+                read(&tls.cert, &tls.cert_file, "cert")?,
+                read(&tls.key, &tls.key_file, "key")?,
+            ) {
+                cert.push(b'\n');
+                cert.extend_from_slice(&key);
+                b = b.identity(
+                    reqwest::Identity::from_pem(&cert).map_err(|e| format!("tls_config cert/key: {e}"))?,
+                );
+            }
+        }
+        let auth = if let Some(ba) = &http.basic_auth {
+            let user = match (&ba.username, &ba.username_file) {
+                (_, Some(f)) => Secret::File(resolve(base, f)),
+                (u, _) => Secret::Inline(u.clone().unwrap_or_default()),
+            };
+            let password = match (&ba.password, &ba.password_file) {
+                (_, Some(f)) => Secret::File(resolve(base, f)),
+                (p, _) => Secret::Inline(p.clone().unwrap_or_default()),
+            };
+            Auth::Basic { user, password }
+        } else if let Some(a) = &http.authorization {
+            let token = match (&a.credentials, &a.credentials_file) {
+                (_, Some(f)) => Secret::File(resolve(base, f)),
+                (c, _) => Secret::Inline(c.clone().unwrap_or_default()),
+            };
+            Auth::Bearer {
+                scheme: a.kind.clone().unwrap_or_else(|| "Bearer".into()),
+                token,
+            }
+        } else if let Some(t) = &http.bearer_token {
+            Auth::Bearer {
+                scheme: "Bearer".into(),
+                token: Secret::Inline(t.clone()),
+            }
+        } else if let Some(f) = &http.bearer_token_file {
+            Auth::Bearer {
+                scheme: "Bearer".into(),
+                token: Secret::File(resolve(base, f)),
+            }
+        } else {
+            Auth::None
+        };
+        let mut headers = HeaderMap::new();
+        for (name, v) in &http.http_headers {
+            let hn =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("http_headers {name:?}: {e}"))?;
+            let mut values: Vec<String> = v.values.iter().chain(v.secrets.iter()).cloned().collect();
+            for f in &v.files {
+                values.push(
+                    std::fs::read_to_string(resolve(base, f))
+                        .map_err(|e| format!("http_headers {name:?}: {e}"))?
+                        .trim()
+                        .to_owned(),
+                );
+            }
+            for val in values {
+                headers.append(
+                    hn.clone(),
+                    HeaderValue::from_str(&val).map_err(|e| format!("http_headers {name:?}: {e}"))?,
+                );
+            }
+        }
+        let client = b.build().map_err(|e| format!("building HTTP client: {e}"))?;
+        Ok(Fetcher {
+            client,
+            auth,
+            headers,
+        })
+    }
+
+    /// Applies credentials and extra headers to a request.
+    pub fn prepare(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
+        req = req.headers(self.headers.clone());
+        match &self.auth {
+            Auth::None => {}
+            Auth::Basic { user, password } => req = req.basic_auth(user.read()?, Some(password.read()?)),
+            Auth::Bearer { scheme, token } => {
+                req = req.header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("{scheme} {}", token.read()?),
+                )
+            }
+        }
+        Ok(req)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Scrapes `url` for `job` within `timeout`.
+    pub async fn scrape(&self, url: &str, job: &Job, timeout: Duration) -> Result<Response, FetchError> {
+        match tokio::time::timeout(timeout, self.scrape_inner(url, job, timeout)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::new(format!(
+                "Get {url:?}: context deadline exceeded (scrape_timeout {})",
+                crate::duration::format(timeout)
+            ))),
+        }
+    }
+
+    async fn scrape_inner(&self, url: &str, job: &Job, timeout: Duration) -> Result<Response, FetchError> {
+        let req = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, &job.accept)
+            .header(
+                reqwest::header::ACCEPT_ENCODING,
+                if job.enable_compression {
+                    "gzip"
+                } else {
+                    "identity"
+                },
+            )
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                crate::duration::seconds_string(timeout),
+            );
+        let req = self.prepare(req).map_err(FetchError::new)?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| FetchError::new(format!("Get {url:?}: {}", error_chain(&e))))?;
+        if resp.status() != reqwest::StatusCode::OK {
+            let s = resp.status();
+            return Err(FetchError::new(format!(
+                "server returned HTTP status {} {}",
+                s.as_u16(),
+                s.canonical_reason().unwrap_or("")
+            )));
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let gzip = resp
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes() == b"gzip");
+        let limit = job.body_size_limit;
+        let too_big = || FetchError {
+            msg: "body size limit exceeded".into(),
+            body_size_limit_hit: true,
+        };
+        let mut body: Vec<u8> = Vec::new();
+        let mut gz = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::new(format!("reading body: {}", error_chain(&e))))?
+        {
+            match &mut gz {
+                Some(d) => {
+                    d.write_all(&chunk)
+                        .map_err(|e| FetchError::new(format!("decompressing gzip body: {e}")))?;
+                    if limit > 0 && d.get_ref().len() as u64 >= limit {
+                        return Err(too_big());
+                    }
+                }
+                None => {
+                    body.extend_from_slice(&chunk);
+                    if limit > 0 && body.len() as u64 >= limit {
+                        return Err(too_big());
+                    }
+                }
+            }
+        }
+        if let Some(d) = gz {
+            body = d
+                .finish()
+                .map_err(|e| FetchError::new(format!("decompressing gzip body: {e}")))?;
+            if limit > 0 && body.len() as u64 >= limit {
+                return Err(too_big());
+            }
+        }
+        let decoded_len = body.len();
+        let body =
+            String::from_utf8(body).map_err(|e| FetchError::new(format!("body is not valid UTF-8: {e}")))?;
+        Ok(Response {
+            body,
+            content_type,
+            decoded_len,
+        })
+    }
+}
+
+/// An error with its causes, which is where reqwest keeps the useful part.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,218 @@
+//! Self-metrics (`ferry_*`), the targets API in Prometheus' JSON shape, health, readiness
+//! and reload endpoints.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use ferry_protocol::LabelSet;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::scrape::manager::Manager;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub scrapes: AtomicU64,
+    pub scrape_failures: AtomicU64,
+    pub samples_scraped: AtomicU64,
+    pub stale_markers: AtomicU64,
+    pub batches: AtomicU64,
+    pub series_defined: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+}
+
+/// What the HTTP handlers share.
+#[derive(Debug)]
+pub struct Shared {
+    pub manager: Arc<Mutex<Manager>>,
+    pub metrics: Metrics,
+    /// Ask the main task to reload; it answers with the outcome.
+    pub reload: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/targets", get(targets))
+        .route("/-/healthy", get(|| async { "Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Ready.\n" }))
+        .route("/-/reload", post(reload).put(reload))
+        .with_state(shared)
+}
+
+async fn reload(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let (tx, rx) = oneshot::channel();
+    if s.reload.send(tx).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+    }
+    match rx.await {
+        Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        ),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned()),
+    }
+}
+
+fn labels_json(ls: &LabelSet) -> Value {
+    Value::Object(
+        ls.iter()
+            .map(|l| (l.name.clone(), Value::String(l.value.clone())))
+            .collect(),
+    )
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+async fn targets(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let view = s.manager.lock().await.view();
+    let (active, dropped) = (view.active, view.dropped);
+    let active: Vec<Value> = active
+        .iter()
+        .map(|v| {
+            json!({
+                "discoveredLabels": labels_json(&v.target.discovered),
+                "labels": labels_json(&v.target.public),
+                "scrapePool": v.job,
+                "scrapeUrl": v.target.url,
+                "globalUrl": v.target.url,
+                "lastError": v.status.last_error,
+                "lastScrape": if v.status.last_scrape == 0 { "0001-01-01T00:00:00Z".to_owned() } else { rfc3339(v.status.last_scrape) },
+                "lastScrapeDuration": v.status.last_duration,
+                "health": v.status.health,
+                "scrapeInterval": crate::duration::format(v.interval),
+                "scrapeTimeout": crate::duration::format(v.timeout),
+            })
+        })
+        .collect();
+    let mut counts = serde_json::Map::new();
+    for (job, _) in &dropped {
+        let e = counts.entry(job.clone()).or_insert(json!(0));
+        *e = json!(e.as_u64().unwrap_or(0) + 1);
+    }
+    let dropped: Vec<Value> = dropped
+        .iter()
+        .map(|(job, d)| json!({"discoveredLabels": labels_json(d), "scrapePool": job}))
+        .collect();
+    axum::Json(
+        json!({"status": "success", "data": {"activeTargets": active, "droppedTargets": dropped, "droppedTargetCounts": counts}}),
+    )
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let view = s.manager.lock().await.view();
+    let (active, errors) = (view.active, view.target_limit_errors);
+    let mut out = String::with_capacity(4096);
+    let m = &s.metrics;
+    for (name, help, v) in [
+        ("ferry_scrapes_total", "Scrapes attempted.", &m.scrapes),
+        (
+            "ferry_scrape_failures_total",
+            "Scrapes that failed (up=0).",
+            &m.scrape_failures,
+        ),
+        (
+            "ferry_samples_scraped_total",
+            "Samples produced by scrapes, report series and stale markers included.",
+            &m.samples_scraped,
+        ),
+        (
+            "ferry_stale_markers_total",
+            "Stale markers written.",
+            &m.stale_markers,
+        ),
+        (
+            "ferry_scrape_batches_total",
+            "Scrape batches handed on (one per scrape, plus end-of-run batches).",
+            &m.batches,
+        ),
+        (
+            "ferry_series_defined_total",
+            "Series definitions announced.",
+            &m.series_defined,
+        ),
+        (
+            "ferry_config_reloads_total",
+            "Successful configuration reloads.",
+            &m.reloads,
+        ),
+        (
+            "ferry_config_reload_failures_total",
+            "Failed configuration reloads (the old config stays).",
+            &m.reload_failures,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferry_targets Active scrape targets by job and health.\n# TYPE ferry_targets gauge"
+    );
+    let mut by: std::collections::BTreeMap<(String, &str), usize> = Default::default();
+    let mut cached = 0usize;
+    for v in &active {
+        *by.entry((v.job.clone(), v.status.health)).or_default() += 1;
+        cached += v.status.cached_series;
+    }
+    for ((job, health), n) in by {
+        let _ = writeln!(out, "ferry_targets{{job=\"{job}\",health=\"{health}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferry_series_cache_entries Series cache entries across targets.\n# TYPE ferry_series_cache_entries gauge\nferry_series_cache_entries {cached}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ferry_target_limit_exceeded Jobs over their target_limit (1 each).\n# TYPE ferry_target_limit_exceeded gauge"
+    );
+    for (job, _) in errors {
+        let _ = writeln!(out, "ferry_target_limit_exceeded{{job=\"{job}\"}} 1");
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+}

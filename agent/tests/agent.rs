@@ -1,0 +1,531 @@
+//! End-to-end tests of the real `ferry-agent` binary: real HTTP targets on loopback (slow,
+//! failing, gzip, oversize, flapping, disappearing), the batches it produces (read from
+//! `--debug.dump-batches`), the targets API, reload, and configuration errors.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// A scriptable target server.
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    gzip: bool,
+    delay: Duration,
+}
+
+impl Reply {
+    fn text(body: &str) -> Reply {
+        Reply {
+            status: 200,
+            content_type: Some("text/plain; version=0.0.4"),
+            body: body.as_bytes().to_vec(),
+            gzip: false,
+            delay: Duration::ZERO,
+        }
+    }
+    fn status(code: u16) -> Reply {
+        Reply {
+            status: code,
+            content_type: Some("text/plain"),
+            body: b"oops\n".to_vec(),
+            gzip: false,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    reply: Arc<Mutex<Reply>>,
+    requests: Arc<Mutex<Vec<HashMap<String, String>>>>,
+}
+
+impl Target {
+    fn start(reply: Reply) -> Target {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let t = Target {
+            addr: l.local_addr().unwrap().to_string(),
+            reply: Arc::new(Mutex::new(reply)),
+            requests: Default::default(),
+        };
+        let t2 = t.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                let t = t2.clone();
+                std::thread::spawn(move || t.serve(conn));
+            }
+        });
+        t
+    }
+
+    fn serve(&self, mut conn: TcpStream) {
+        let mut r = BufReader::new(conn.try_clone().unwrap());
+        let mut headers = HashMap::new();
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        loop {
+            line.clear();
+            if r.read_line(&mut line).is_err() || line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        self.requests.lock().unwrap().push(headers);
+        let reply = self.reply.lock().unwrap().clone();
+        std::thread::sleep(reply.delay);
+        let mut body = reply.body.clone();
+        let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
+        if let Some(ct) = reply.content_type {
+            head.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        if reply.gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&body).unwrap();
+            body = e.finish().unwrap();
+            head.push_str("Content-Encoding: gzip\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let _ = conn.write_all(head.as_bytes());
+        let _ = conn.write_all(&body);
+    }
+
+    fn set(&self, reply: Reply) {
+        *self.reply.lock().unwrap() = reply;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent under test.
+
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    web: String,
+    dir: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "ferry-agent-test-{tag}-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    ));
+    let d = std::path::PathBuf::from(d.to_string_lossy().replace([' ', '{', '}', ':', ','], ""));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Agent {
+    fn start(tag: &str, config: &str) -> Agent {
+        let dir = tmpdir(tag);
+        std::fs::write(dir.join("agent.yaml"), config).unwrap();
+        let web = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+            .arg(format!("--config.file={}", dir.join("agent.yaml").display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={web}"))
+            .arg("--debug.dump-batches")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("FERRY_TEST_LOGS").is_some() {
+                    eprintln!("[agent] {line}");
+                }
+            }
+        });
+        let a = Agent {
+            child,
+            lines: rx,
+            web,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(&a.web, "GET", "/-/ready").0 != 200 {
+            assert!(Instant::now() < deadline, "agent did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        a
+    }
+
+    /// The next batch whose samples include `name` (or any batch for `None`).
+    fn next_batch(&self, timeout: Duration) -> Value {
+        self.lines.recv_timeout(timeout).expect("no batch in time")
+    }
+
+    /// Batches until `pred` holds for one; returns it.
+    fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("condition not met in time");
+            let b = self.next_batch(left);
+            if pred(&b) {
+                return b;
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn sample<'a>(b: &'a Value, name: &str) -> Option<&'a Value> {
+    b["samples"]
+        .as_array()?
+        .iter()
+        .find(|s| s["labels"]["__name__"] == name)
+}
+
+fn up(b: &Value) -> f64 {
+    sample(b, "up").expect("up")["v"].as_f64().unwrap()
+}
+
+fn has_instance(b: &Value, addr: &str) -> bool {
+    sample(b, "up").is_some_and(|s| s["labels"]["instance"] == addr)
+}
+
+const SEC: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn scrapes_real_targets_with_labels_report_series_and_headers() {
+    let t = Target::start(Reply::text(
+        "# HELP m A gauge.\n# TYPE m gauge\nm{job=\"x\",a=\"1\"} 42\nother 1\n",
+    ));
+    let cfg = format!(
+        "global: {{scrape_interval: 1s, external_labels: {{cluster: c1}}}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{}'], labels: {{env: test}}}}]\n",
+        t.addr
+    );
+    let a = Agent::start("basic", &cfg);
+    let b = a.wait_for(10 * SEC, |b| has_instance(b, &t.addr));
+    assert_eq!(up(&b), 1.0);
+    let m = sample(&b, "m").unwrap();
+    assert_eq!(m["v"], 42.0);
+    assert_eq!(m["labels"]["job"], "app");
+    assert_eq!(m["labels"]["exported_job"], "x");
+    assert_eq!(m["labels"]["env"], "test");
+    assert_eq!(m["labels"]["instance"], t.addr);
+    for name in [
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    ] {
+        assert!(sample(&b, name).is_some(), "{name}");
+    }
+    assert_eq!(sample(&b, "scrape_samples_scraped").unwrap()["v"], 2.0);
+    assert_eq!(b["metadata"][0]["family"], "m");
+    let req = t.requests.lock().unwrap()[0].clone();
+    assert!(
+        req["accept"].starts_with("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"),
+        "{req:?}"
+    );
+    assert_eq!(req["accept-encoding"], "gzip");
+    assert_eq!(req["x-prometheus-scrape-timeout-seconds"], "1");
+    assert!(req["user-agent"].starts_with("ferry-agent/"));
+    // The targets API, in Prometheus' shape.
+    let (status, body) = http(&a.web, "GET", "/api/v1/targets");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let at = &v["data"]["activeTargets"][0];
+    assert_eq!(at["scrapeUrl"], format!("http://{}/metrics", t.addr));
+    assert_eq!(at["health"], "up");
+    assert_eq!(at["labels"]["env"], "test");
+    assert_eq!(at["discoveredLabels"]["__address__"], t.addr);
+    assert_eq!(at["scrapeInterval"], "1s");
+    let (_, metrics) = http(&a.web, "GET", "/metrics");
+    assert!(
+        metrics.contains("ferry_targets{job=\"app\",health=\"up\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn failing_slow_gzip_and_oversize_targets() {
+    let ok = "a 1\nb 2\n";
+    let failing = Target::start(Reply::text(ok));
+    let slow = Target::start(Reply {
+        delay: Duration::from_millis(1500),
+        ..Reply::text(ok)
+    });
+    let gz = Target::start(Reply {
+        gzip: true,
+        ..Reply::text(ok)
+    });
+    let big = Target::start(Reply {
+        gzip: true,
+        ..Reply::text(&"x 1\n".repeat(100))
+    });
+    let cfg = format!(
+        "global: {{scrape_interval: 2s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: t\n    static_configs: [{{targets: ['{}', '{}', '{}']}}]\n  - job_name: big\n    body_size_limit: 100B\n    static_configs: [{{targets: ['{}']}}]\n",
+        failing.addr, slow.addr, gz.addr, big.addr
+    );
+    let a = Agent::start("failing", &cfg);
+    let mut seen = HashMap::new();
+    let deadline = Instant::now() + 20 * SEC;
+    // First round: failing serves fine, then turns to 500 and must stale a and b.
+    while seen.len() < 4 && Instant::now() < deadline {
+        let b = a.next_batch(10 * SEC);
+        let inst = sample(&b, "up").unwrap()["labels"]["instance"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        seen.entry(inst).or_insert(b);
+    }
+    assert_eq!(up(&seen[&failing.addr]), 1.0);
+    assert_eq!(up(&seen[&gz.addr]), 1.0, "gzip bodies are decoded");
+    assert_eq!(sample(&seen[&gz.addr], "b").unwrap()["v"], 2.0);
+    assert_eq!(up(&seen[&slow.addr]), 0.0);
+    assert!(
+        seen[&slow.addr]["error"].as_str().unwrap().contains("deadline"),
+        "{}",
+        seen[&slow.addr]
+    );
+    assert_eq!(up(&seen[&big.addr]), 0.0);
+    assert_eq!(seen[&big.addr]["error"], "body size limit exceeded");
+    failing.set(Reply::status(500));
+    let b = a.wait_for(10 * SEC, |b| has_instance(b, &failing.addr));
+    assert_eq!(up(&b), 0.0);
+    assert_eq!(
+        b["error"],
+        "server returned HTTP status 500 Internal Server Error"
+    );
+    let stale: Vec<&str> = b["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["v"] == "StaleNaN")
+        .map(|s| s["labels"]["__name__"].as_str().unwrap())
+        .collect();
+    assert_eq!(stale, ["a", "b"]);
+    // Flapping back: values return, no markers.
+    failing.set(Reply::text("a 3\nb 4\n"));
+    let b = a.wait_for(10 * SEC, |b| has_instance(b, &failing.addr) && up(b) == 1.0);
+    assert_eq!(sample(&b, "a").unwrap()["v"], 3.0);
+    assert!(
+        b["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["v"] != "StaleNaN")
+    );
+}
+
+#[test]
+fn disappearing_target_gets_end_of_run_markers_and_reload_keeps_unchanged_jobs() {
+    let t1 = Target::start(Reply::text("gone_soon 1\n"));
+    let t2 = Target::start(Reply::text("stays 1\n"));
+    let dir = tmpdir("filesd");
+    let sd = dir.join("targets.json");
+    std::fs::write(
+        &sd,
+        format!(
+            r#"[{{"targets": ["{}", "{}"], "labels": {{"team": "a"}}}}]"#,
+            t1.addr, t2.addr
+        ),
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: files\n    file_sd_configs: [{{files: ['{}']}}]\n",
+        sd.display()
+    );
+    let a = Agent::start("eor", &cfg);
+    let b = a.wait_for(10 * SEC, |b| has_instance(b, &t1.addr));
+    assert_eq!(sample(&b, "gone_soon").unwrap()["labels"]["team"], "a");
+    std::fs::write(
+        &sd,
+        format!(r#"[{{"targets": ["{}"], "labels": {{"team": "a"}}}}]"#, t2.addr),
+    )
+    .unwrap();
+    // ~2 intervals later: stale markers for the series and the five report series.
+    let b = a.wait_for(15 * SEC, |b| {
+        has_instance(b, &t1.addr) && sample(b, "up").unwrap()["v"] == "StaleNaN"
+    });
+    let names: Vec<&str> = b["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["labels"]["__name__"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "gone_soon",
+            "up",
+            "scrape_duration_seconds",
+            "scrape_samples_scraped",
+            "scrape_samples_post_metric_relabeling",
+            "scrape_series_added"
+        ]
+    );
+    assert!(
+        b["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["v"] == "StaleNaN")
+    );
+
+    // Reload with the same job config: the remaining loop keeps its state (no new series
+    // definitions, no stale markers); a broken config is refused and the old one stays.
+    let (status, _) = http(&a.web, "POST", "/-/reload");
+    assert_eq!(status, 200);
+    let after = a.wait_for(10 * SEC, |b| has_instance(b, &t2.addr));
+    let after2 = a.wait_for(10 * SEC, |b| has_instance(b, &t2.addr));
+    for b in [&after, &after2] {
+        assert_eq!(b["new_series"], 0, "{b}");
+        assert!(
+            b["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["v"] != "StaleNaN"),
+            "{b}"
+        );
+    }
+    std::fs::write(
+        a.dir.join("agent.yaml"),
+        "scrape_configs:\n  - job_name: files\n    bogus: 1\n",
+    )
+    .unwrap();
+    let (status, body) = http(&a.web, "POST", "/-/reload");
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("agent.yaml:3:5") && body.contains("bogus"),
+        "{body}"
+    );
+    a.wait_for(10 * SEC, |b| has_instance(b, &t2.addr));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn openmetrics_and_content_type_fallback() {
+    let om = Target::start(Reply {
+        content_type: Some("application/openmetrics-text; version=1.0.0"),
+        ..Reply::text("# TYPE c counter\nc_total 5 1700000000.5 # {trace_id=\"t1\"} 1\n# EOF\n")
+    });
+    let bare = Target::start(Reply {
+        content_type: None,
+        ..Reply::text("n 7\n")
+    });
+    let cfg = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: om\n    static_configs: [{{targets: ['{}']}}]\n  - job_name: bare\n    static_configs: [{{targets: ['{}']}}]\n  - job_name: fallback\n    fallback_scrape_protocol: PrometheusText0.0.4\n    static_configs: [{{targets: ['{}']}}]\n",
+        om.addr, bare.addr, bare.addr
+    );
+    let a = Agent::start("om", &cfg);
+    let b = a.wait_for(10 * SEC, |b| {
+        sample(b, "up").is_some_and(|s| s["labels"]["job"] == "om")
+    });
+    assert_eq!(up(&b), 1.0, "{b}");
+    let c = sample(&b, "c_total").unwrap();
+    assert_eq!(
+        (c["t"].as_i64(), c["v"].as_f64()),
+        (Some(1_700_000_000_500), Some(5.0))
+    );
+    assert_eq!(b["exemplars"], 1);
+    let b = a.wait_for(10 * SEC, |b| {
+        sample(b, "up").is_some_and(|s| s["labels"]["job"] == "bare")
+    });
+    assert_eq!(up(&b), 0.0);
+    assert!(b["error"].as_str().unwrap().contains("blank Content-Type"), "{b}");
+    let b = a.wait_for(10 * SEC, |b| {
+        sample(b, "up").is_some_and(|s| s["labels"]["job"] == "fallback")
+    });
+    assert_eq!(up(&b), 1.0);
+    assert_eq!(sample(&b, "n").unwrap()["v"], 7.0);
+}
+
+#[test]
+fn config_errors_and_check() {
+    let dir = tmpdir("cfg");
+    let p = dir.join("bad.yaml");
+    std::fs::write(&p, "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: x\n    relabel_configs:\n      - {source_labels: [a], regex: '(', target_label: b}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .arg(format!("--config.file={}", p.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:6:", p.display())) && err.contains("invalid regex"),
+        "{err}"
+    );
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "scrape_configs: [{job_name: x, static_configs: [{targets: ['h:1']}]}]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .args([
+            format!("--config.file={}", good.display()),
+            "--config.check".into(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 scrape jobs"));
+    let _ = std::fs::remove_dir_all(dir);
+}
