@@ -34,11 +34,20 @@ pub const REPORT_NAMES: [&str; 8] = [
     "scrape_body_size_bytes",
 ];
 
+/// A series-cache entry. Scrape generations replace per-scrape sets: `seen` detects a
+/// duplicate line within one scrape, `tracked` says which scrape last counted the series for
+/// staleness, so the hit path is one hash lookup and a few stores.
 #[derive(Debug, Clone)]
-enum Cached {
-    Dropped,
-    Series(SeriesDef),
+struct CacheEntry {
+    /// `None`: metric relabeling drops this series.
+    series: Option<SeriesDef>,
+    seen: u32,
+    tracked: u32,
+    announced: bool,
 }
+
+/// Scrapes an entry may go unseen before the cache forgets it.
+const EVICT_AFTER: u32 = 20;
 
 /// Counts for the report series.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,13 +76,9 @@ pub enum Fetched<'a> {
 /// Per-target state kept across scrapes.
 #[derive(Debug)]
 pub struct TargetState {
-    cache: [HashMap<Box<str>, Cached>; 3],
-    /// Series tracked for staleness at the previous scrape, and during this one.
-    prev: HashMap<u64, Arc<LabelSet>>,
-    cur: HashMap<u64, Arc<LabelSet>>,
-    seen: HashSet<u64>,
-    /// Series whose definition has gone out in a batch of this loop.
-    announced: HashSet<u64>,
+    cache: [HashMap<Box<str>, CacheEntry>; 3],
+    /// The current scrape's generation; the previous scrape's is `generation - 1`.
+    generation: u32,
     metadata: HashMap<String, BatchMetadata>,
     report: Vec<SeriesDef>,
     report_sent: bool,
@@ -106,10 +111,7 @@ impl TargetState {
             .collect();
         TargetState {
             cache: Default::default(),
-            prev: HashMap::new(),
-            cur: HashMap::new(),
-            seen: HashSet::new(),
-            announced: HashSet::new(),
+            generation: 1,
             metadata: HashMap::new(),
             report,
             report_sent: false,
@@ -233,8 +235,7 @@ impl TargetState {
             timestamp: ts,
             ..Default::default()
         };
-        self.cur.clear();
-        self.seen.clear();
+        self.generation += 1;
         let mut counts = Counts::default();
         let mut body_size = 0i64;
         let result = match fetched {
@@ -266,23 +267,33 @@ impl TargetState {
         };
         if let Err(e) = &result {
             // Roll back everything from the body; what was tracked stays tracked (§3.4).
+            // Definitions already announced stay in the batch: harmless without samples, and
+            // the consumer needs them once the series reappears.
             out.samples.clear();
             out.exemplars.clear();
             out.metadata.clear();
-            for d in out.new_series.drain(..) {
-                self.announced.remove(&d.id);
-            }
             out.error = Some(e.clone());
         }
-        // Stale markers for series tracked last time and not this time.
-        for (id, _) in self.prev.iter().filter(|(id, _)| !self.cur.contains_key(*id)) {
-            out.samples.push(BatchSample {
-                series: *id,
-                timestamp: ts,
-                value: STALE_NAN,
-            });
+        // Stale markers for series tracked by the previous scrape and not by this one.
+        let (g, prev) = (self.generation, self.generation - 1);
+        let first_marker = out.samples.len();
+        for cache in &mut self.cache {
+            for e in cache.values() {
+                if let (Some(d), true) = (&e.series, e.tracked == prev) {
+                    out.samples.push(BatchSample {
+                        series: d.id,
+                        timestamp: ts,
+                        value: STALE_NAN,
+                    });
+                }
+            }
+            // Forget what has not been seen for a while, so churn does not grow the cache.
+            if g % 16 == 0 {
+                cache.retain(|_, e| g.saturating_sub(e.seen) < EVICT_AFTER || e.tracked + 1 >= g);
+            }
         }
-        std::mem::swap(&mut self.prev, &mut self.cur);
+        // Hash order is arbitrary; series-id order (first-seen order) is stable.
+        out.samples[first_marker..].sort_unstable_by_key(|s| s.series);
         if !self.report_sent {
             out.new_series.extend(self.report.iter().cloned());
             self.report_sent = true;
@@ -354,35 +365,40 @@ impl TargetState {
                 Entry::Sample(s) => s,
             };
             counts.scraped += 1;
-            let cache = &self.cache[norm_index(s.norm)];
-            let (def, new) = match cache.get(s.series) {
-                Some(Cached::Dropped) => continue,
-                Some(Cached::Series(d)) => (d.clone(), false),
-                None => match self.build(job, s.series, s.norm, format) {
-                    Ok(None) => {
-                        self.cache[norm_index(s.norm)].insert(s.series.into(), Cached::Dropped);
-                        continue;
-                    }
-                    Ok(Some(ls)) => {
-                        let def = SeriesDef {
-                            id: self.ids.fetch_add(1, Ordering::Relaxed),
-                            labels: Arc::new(ls),
-                        };
-                        self.cache[norm_index(s.norm)].insert(s.series.into(), Cached::Series(def.clone()));
-                        (def, true)
-                    }
+            let ci = norm_index(s.norm);
+            let new = !self.cache[ci].contains_key(s.series);
+            if new {
+                let series = match self.build(job, s.series, s.norm, format) {
+                    Ok(None) => None,
+                    Ok(Some(ls)) => Some(SeriesDef {
+                        id: self.ids.fetch_add(1, Ordering::Relaxed),
+                        labels: Arc::new(ls),
+                    }),
                     Err(e) => {
                         failure = Some(e);
                         break;
                     }
-                },
-            };
+                };
+                self.cache[ci].insert(
+                    s.series.into(),
+                    CacheEntry {
+                        series,
+                        seen: 0,
+                        tracked: 0,
+                        announced: false,
+                    },
+                );
+            }
+            let generation = self.generation;
+            let e = self.cache[ci].get_mut(s.series).expect("inserted above");
+            let Some(def) = &e.series else { continue };
             counts.post_relabel += 1;
             let explicit = s.timestamp.is_some() && job.honor_timestamps;
             let t = if explicit { s.timestamp.unwrap_or(ts) } else { ts };
-            if !explicit && !self.seen.insert(def.id) {
+            if !explicit && e.seen == generation {
                 continue; // the same series twice without a timestamp: the first wins
             }
+            e.seen = generation;
             if t > now + MAX_FUTURE_MS {
                 continue; // out of bounds: dropped, not fatal
             }
@@ -394,26 +410,28 @@ impl TargetState {
             if new {
                 counts.series_added += 1;
             }
-            if self.announced.insert(def.id) {
+            if !e.announced {
+                e.announced = true;
                 out.new_series.push(def.clone());
             }
+            if !explicit || job.track_timestamps_staleness {
+                e.tracked = generation;
+            }
+            let id = def.id;
             out.samples.push(BatchSample {
-                series: def.id,
+                series: id,
                 timestamp: t,
                 value: s.value,
             });
-            if !explicit || job.track_timestamps_staleness {
-                self.cur.insert(def.id, def.labels.clone());
-            }
-            if let Some(ex) = s.exemplar {
-                if let Ok(labels) = LabelSet::from_pairs(ex.labels) {
-                    out.exemplars.push(BatchExemplar {
-                        series: def.id,
-                        labels,
-                        value: ex.value,
-                        timestamp: ex.timestamp.unwrap_or(t),
-                    });
-                }
+            if let Some(ex) = s.exemplar
+                && let Ok(labels) = LabelSet::from_pairs(ex.labels)
+            {
+                out.exemplars.push(BatchExemplar {
+                    series: id,
+                    labels,
+                    value: ex.value,
+                    timestamp: ex.timestamp.unwrap_or(t),
+                });
             }
         }
         if let Some(f) = failure {
@@ -449,7 +467,14 @@ impl TargetState {
             timestamp: ts,
             ..Default::default()
         };
-        let mut ids: Vec<u64> = self.prev.keys().copied().collect();
+        let last = self.generation;
+        let mut ids: Vec<u64> = self
+            .cache
+            .iter()
+            .flat_map(|c| c.values())
+            .filter(|e| e.tracked == last)
+            .filter_map(|e| e.series.as_ref().map(|d| d.id))
+            .collect();
         ids.sort_unstable();
         for id in ids {
             out.samples.push(BatchSample {
@@ -466,7 +491,7 @@ impl TargetState {
                 value: STALE_NAN,
             });
         }
-        self.prev.clear();
+        self.generation += 1;
         out
     }
 
@@ -477,10 +502,10 @@ impl TargetState {
             .find(|d| d.id == id)
             .map(|d| d.labels.clone())
             .or_else(|| {
-                self.cache.iter().flat_map(|c| c.values()).find_map(|c| match c {
-                    Cached::Series(d) if d.id == id => Some(d.labels.clone()),
-                    _ => None,
-                })
+                self.cache
+                    .iter()
+                    .flat_map(|c| c.values())
+                    .find_map(|e| e.series.as_ref().filter(|d| d.id == id).map(|d| d.labels.clone()))
             })
     }
 }

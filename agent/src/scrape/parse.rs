@@ -125,14 +125,14 @@ pub fn parse_float(s: &str) -> Option<f64> {
         return None;
     }
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let lower = unsigned.to_ascii_lowercase();
-    let special_inf = lower == "inf" || lower == "infinity";
-    if lower == "nan" {
+    // Only the rare special spellings need a case-insensitive look; no allocation per value.
+    let special_inf = unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity");
+    if unsigned.eq_ignore_ascii_case("nan") {
         // Go accepts no sign on NaN.
         return (unsigned.len() == s.len()).then_some(f64::from_bits(NORMAL_NAN_BITS));
     }
     // Rust accepts a few spellings Go does not (hex is excluded above); the rest agree.
-    if lower.starts_with("0x") {
+    if unsigned.len() > 1 && unsigned.as_bytes()[0] == b'0' && matches!(unsigned.as_bytes()[1], b'x' | b'X') {
         return None;
     }
     let v: f64 = s.parse().ok()?;

@@ -1,0 +1,211 @@
+//! Steady-state scrape path: parse → series-cache hit → batch, on realistic expositions
+//! (node_exporter-like and kube-state-metrics-like, 2,000+ series each), single thread.
+//! Also measures the heap a cached series costs beyond its label bytes, from RSS growth
+//! while caching many targets' series.
+//!
+//! `cargo bench -p ferry-agent --bench scrape`
+
+use std::fmt::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use ferry_agent::config::Config;
+use ferry_agent::scrape::append::{Fetched, TargetState};
+use ferry_protocol::LabelSet;
+
+/// node_exporter-like: cpu seconds per core and mode, filesystems, network devices, etc.
+fn node_exporter(round: u64) -> String {
+    let mut s = String::new();
+    s.push_str("# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n# TYPE node_cpu_seconds_total counter\n");
+    for cpu in 0..64 {
+        for mode in [
+            "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
+        ] {
+            let _ = writeln!(
+                s,
+                "node_cpu_seconds_total{{cpu=\"{cpu}\",mode=\"{mode}\"}} {}",
+                12345.67 + (cpu * 7 + round) as f64
+            );
+        }
+    }
+    s.push_str("# HELP node_filesystem_avail_bytes Filesystem space available.\n# TYPE node_filesystem_avail_bytes gauge\n");
+    for i in 0..200 {
+        let _ = writeln!(
+            s,
+            "node_filesystem_avail_bytes{{device=\"/dev/nvme{i}n1p1\",fstype=\"ext4\",mountpoint=\"/var/lib/kubelet/pods/3f1c{i:04}-8a1e-4c2b-9d7e-1b2c3d4e5f60/volumes/kubernetes.io~csi/pvc-{i}/mount\"}} {}",
+            1.234e11 + (i as u64 * 4096 + round) as f64
+        );
+    }
+    s.push_str("# HELP node_network_receive_bytes_total Network device statistic receive_bytes.\n# TYPE node_network_receive_bytes_total counter\n");
+    for i in 0..300 {
+        for stat in ["bytes", "packets", "errs"] {
+            let _ = writeln!(
+                s,
+                "node_network_receive_{stat}_total{{device=\"veth{i:05x}\"}} {}",
+                (i * 1000) as u64 + round
+            );
+        }
+    }
+    s.push_str("# TYPE node_disk_io_time_seconds_total counter\n");
+    for i in 0..400 {
+        let _ = writeln!(
+            s,
+            "node_disk_io_time_seconds_total{{device=\"dm-{i}\"}} {}.25",
+            i as u64 + round
+        );
+    }
+    s
+}
+
+/// kube-state-metrics-like: many labels per series, long values.
+fn ksm(round: u64) -> String {
+    let mut s = String::new();
+    s.push_str("# HELP kube_pod_status_phase The pods current phase.\n# TYPE kube_pod_status_phase gauge\n");
+    for pod in 0..500 {
+        for phase in ["Pending", "Running", "Succeeded", "Failed"] {
+            let _ = writeln!(
+                s,
+                "kube_pod_status_phase{{namespace=\"team-{}\",pod=\"checkout-7d9fk2lq4x-{pod:05x}\",uid=\"0b4e{pod:04}-1c2d-4e5f-8a9b-0c1d2e3f4a5b\",phase=\"{phase}\"}} {}",
+                pod % 17,
+                u8::from(phase == "Running" && (pod + round as usize) % 50 != 0)
+            );
+        }
+    }
+    s.push_str("# TYPE kube_pod_container_resource_requests gauge\n");
+    for pod in 0..500 {
+        let _ = writeln!(
+            s,
+            "kube_pod_container_resource_requests{{namespace=\"team-{}\",pod=\"checkout-7d9fk2lq4x-{pod:05x}\",container=\"app\",node=\"ip-10-0-{}-{}.ec2.internal\",resource=\"cpu\",unit=\"core\"}} 0.25",
+            pod % 17,
+            pod % 20,
+            pod % 7
+        );
+    }
+    s
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn main() {
+    let job = Config::parse(
+        "scrape_configs: [{job_name: bench, scrape_interval: 15s}]",
+        Path::new("bench.yaml"),
+        false,
+        |_| None,
+    )
+    .unwrap()
+    .jobs
+    .remove(0);
+    let ids = Arc::new(AtomicU64::new(1));
+    println!("| exposition | series | samples/s per core (cache hits) | ns/sample |");
+    println!("|---|---|---|---|");
+    for (name, make) in [
+        ("node_exporter-like", node_exporter as fn(u64) -> String),
+        ("kube-state-metrics-like", ksm),
+    ] {
+        let bodies: Vec<String> = (0..8).map(make).collect();
+        let public = LabelSet::from_pairs([("instance", "10.1.2.3:9100"), ("job", "bench")]).unwrap();
+        let mut st = TargetState::new(public, 1, ids.clone());
+        fn fetched(b: &str) -> Fetched<'_> {
+            Fetched::Body {
+                body: b,
+                content_type: Some("text/plain; version=0.0.4"),
+                decoded_len: b.len(),
+            }
+        }
+        let warm = st.scrape(&job, fetched(&bodies[0]), 1000, 1000, 0.0);
+        assert!(warm.error.is_none(), "{:?}", warm.error);
+        let series = warm.samples.len() - 5;
+        let iters = 400;
+        let start = Instant::now();
+        let mut samples = 0usize;
+        for i in 0..iters {
+            let b = st.scrape(
+                &job,
+                fetched(&bodies[i % bodies.len()]),
+                2000 + i as i64 * 15_000,
+                0,
+                0.0,
+            );
+            samples += b.samples.len();
+            std::hint::black_box(&b);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "| {name} | {series} | {:.0} | {:.0} |",
+            samples as f64 / secs,
+            secs * 1e9 / samples as f64
+        );
+    }
+
+    if std::env::args().any(|a| a == "--cpu-only") {
+        return;
+    }
+    // Heap per cached series: cache 100 targets' worth of the ksm body.
+    let body = ksm(0);
+    let label_bytes: usize = {
+        let public = LabelSet::from_pairs([("instance", "10.1.2.3:9100"), ("job", "bench")]).unwrap();
+        let mut st = TargetState::new(public, 1, ids.clone());
+        let b = st.scrape(
+            &job,
+            Fetched::Body {
+                body: &body,
+                content_type: Some("text/plain"),
+                decoded_len: body.len(),
+            },
+            1,
+            1,
+            0.0,
+        );
+        b.new_series
+            .iter()
+            .map(|d| {
+                d.labels
+                    .iter()
+                    .map(|l| l.name.len() + l.value.len())
+                    .sum::<usize>()
+            })
+            .sum::<usize>()
+            / b.new_series.len()
+    };
+    let targets = 100;
+    let before = rss_bytes();
+    let mut states = Vec::new();
+    let mut n = 0;
+    for t in 0..targets {
+        let public =
+            LabelSet::from_pairs([("instance", format!("10.1.2.{t}:9100")), ("job", "bench".into())])
+                .unwrap();
+        let mut st = TargetState::new(public, t, ids.clone());
+        let b = st.scrape(
+            &job,
+            Fetched::Body {
+                body: &body,
+                content_type: Some("text/plain"),
+                decoded_len: body.len(),
+            },
+            1,
+            1,
+            0.0,
+        );
+        n += b.samples.len();
+        states.push(st);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    let cached: usize = states.iter().map(|s| s.cached_series()).sum();
+    println!(
+        "\nheap per cached series: {:.0} B total, of which label bytes {label_bytes} B -> {:.0} B beyond the labels ({cached} series, {n} samples, RSS +{:.1} MiB)",
+        grown as f64 / cached as f64,
+        grown as f64 / cached as f64 - label_bytes as f64,
+        grown as f64 / 1048576.0
+    );
+}
