@@ -7,6 +7,7 @@
 //! - [`duration`]: Prometheus durations;
 //! - [`scrape`]: targets, fetching, parsing, the scrape loop and its output;
 //! - [`telemetry`]: self-metrics, the targets API, health and reload endpoints;
+//! - [`wal`]: the crash-safe write-ahead log of scrape batches and its cursors;
 //! - [`dump`]: JSON-lines rendering of batches for debugging.
 
 pub mod config;
@@ -17,3 +18,4 @@ pub mod labels;
 pub mod relabel;
 pub mod scrape;
 pub mod telemetry;
+pub mod wal;

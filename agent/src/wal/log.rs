@@ -1,0 +1,660 @@
+//! Segments, the writer, readers and cursors.
+//!
+//! Layout under `<storage>/wal/`: segment files `0000000000000001.seg`, … each a sequence of
+//! records `[payload len u32 LE][crc32c(payload) u32 LE][payload]`; cursor files
+//! `cursors/<endpoint>` holding `segment offset crc` of the next record that endpoint must
+//! send. After a restart the writer always starts a new segment, so nothing already on disk
+//! is ever rewritten.
+//!
+//! Every segment is self-contained: the writer re-states a series' labels the first time the
+//! series appears in a segment, so a reader needs only the current segment to resolve ids.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_protocol::LabelSet;
+use hashbrown::{HashMap, HashSet};
+use tokio::sync::watch;
+
+use super::{codec, crc::crc32c};
+use crate::scrape::batch::{ScrapeBatch, SeriesDef};
+
+/// Largest record accepted when reading; anything bigger is damage, not data.
+const MAX_RECORD: u32 = 256 << 20;
+/// Series whose labels have not been needed for this long are forgotten by the writer.
+const LABELS_TTL: Duration = Duration::from_secs(3 * 3600);
+
+/// A position in the log: the start of a record (or the end of the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    pub seg: u64,
+    pub off: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Segment {
+    size: u64,
+    /// (offset, samples) of each record, for drop accounting.
+    records: Vec<(u64, u32)>,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: usize,
+    /// Bytes cut from torn segment tails.
+    pub torn_bytes: u64,
+    /// Records skipped because their checksum or content was wrong.
+    pub corrupt_records: usize,
+    pub max_series_id: u64,
+}
+
+/// Counters the agent exports.
+#[derive(Debug, Default)]
+pub struct WalMetrics {
+    pub records_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub samples_written: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub write_failures: AtomicU64,
+    pub dropped_batches: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub size_bytes: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sync_interval: Duration,
+    pub max_size: u64,
+    pub segment_size: u64,
+}
+
+struct Writer {
+    segments: BTreeMap<u64, Segment>,
+    file: Option<File>,
+    cur: Pos,
+    defined: HashSet<u64>,
+    labels: HashMap<u64, (Arc<LabelSet>, Instant)>,
+    last_sync: Instant,
+    dirty: bool,
+    /// Endpoint → the next position it must send.
+    cursors: BTreeMap<String, Pos>,
+    /// Endpoint → samples lost to the size cap or a full disk before it sent them.
+    dropped: BTreeMap<String, u64>,
+    buf: Vec<u8>,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    opts: Options,
+    w: Mutex<Writer>,
+    end: watch::Sender<Pos>,
+    pub metrics: WalMetrics,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn seg_path(dir: &Path, seg: u64) -> PathBuf {
+    dir.join(format!("{seg:016}.seg"))
+}
+
+fn cursor_path(dir: &Path, endpoint: &str) -> PathBuf {
+    let safe: String = endpoint
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join("cursors").join(safe)
+}
+
+/// Reads the record at the file's current position: `Ok(None)` at a clean end,
+/// `Err(torn)` when the rest of the file cannot hold a valid record.
+enum Rec {
+    Ok(Vec<u8>),
+    End,
+    Torn,
+    Corrupt(u64),
+}
+
+fn read_record(f: &mut impl Read, remaining: u64) -> io::Result<Rec> {
+    if remaining == 0 {
+        return Ok(Rec::End);
+    }
+    if remaining < 8 {
+        return Ok(Rec::Torn);
+    }
+    let mut head = [0u8; 8];
+    f.read_exact(&mut head)?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if len > MAX_RECORD || len as u64 > remaining - 8 {
+        return Ok(Rec::Torn);
+    }
+    let mut payload = vec![0u8; len as usize];
+    f.read_exact(&mut payload)?;
+    if crc32c(&payload) != crc {
+        return Ok(Rec::Corrupt(8 + len as u64));
+    }
+    Ok(Rec::Ok(payload))
+}
+
+impl Wal {
+    /// Opens the log under `dir`, repairing what a crash left behind.
+    pub fn open(dir: &Path, opts: Options) -> io::Result<(Arc<Wal>, Recovery)> {
+        std::fs::create_dir_all(dir.join("cursors"))?;
+        let mut rec = Recovery::default();
+        let mut segs: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .collect();
+        segs.sort_unstable();
+        let mut segments = BTreeMap::new();
+        for seg in segs {
+            let path = seg_path(dir, seg);
+            let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
+            let len = f.metadata()?.len();
+            let mut info = Segment::default();
+            let mut off = 0u64;
+            let mut r = io::BufReader::new(&mut f);
+            loop {
+                match read_record(&mut r, len - off)? {
+                    Rec::End => break,
+                    Rec::Torn => {
+                        rec.torn_bytes += len - off;
+                        tracing::warn!(segment = %path.display(), offset = off, bytes = len - off, "WAL: cutting a torn tail (a crash during a write); nothing acknowledged was lost");
+                        break;
+                    }
+                    Rec::Corrupt(skip) => {
+                        rec.corrupt_records += 1;
+                        tracing::warn!(segment = %path.display(), offset = off, "WAL: skipping a record whose checksum does not match");
+                        off += skip;
+                    }
+                    Rec::Ok(payload) => {
+                        let samples = match codec::decode(&payload) {
+                            Some(b) => {
+                                for d in &b.new_series {
+                                    rec.max_series_id = rec.max_series_id.max(d.id);
+                                }
+                                for s in &b.samples {
+                                    rec.max_series_id = rec.max_series_id.max(s.series);
+                                }
+                                b.samples.len() as u32
+                            }
+                            None => {
+                                rec.corrupt_records += 1;
+                                0
+                            }
+                        };
+                        info.records.push((off, samples));
+                        rec.records += 1;
+                        off += 8 + payload.len() as u64;
+                    }
+                }
+            }
+            drop(r);
+            if off < len {
+                f.set_len(off)?;
+                f.sync_all()?;
+            }
+            info.size = off;
+            if info.records.is_empty() {
+                std::fs::remove_file(&path)?;
+            } else {
+                segments.insert(seg, info);
+                rec.segments += 1;
+            }
+        }
+        // Segment numbers never go backwards: past every segment and every saved cursor,
+        // or an endpoint whose cursor points beyond the deleted data would skip new records.
+        let max_cursor_seg = std::fs::read_dir(dir.join("cursors"))?
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let next = segments
+            .keys()
+            .next_back()
+            .map_or(1, |s| s + 1)
+            .max(max_cursor_seg + 1);
+        let wal = Wal {
+            dir: dir.to_owned(),
+            opts,
+            w: Mutex::new(Writer {
+                segments,
+                file: None,
+                cur: Pos { seg: next, off: 0 },
+                defined: HashSet::new(),
+                labels: HashMap::new(),
+                last_sync: Instant::now(),
+                dirty: false,
+                cursors: BTreeMap::new(),
+                dropped: BTreeMap::new(),
+                buf: Vec::new(),
+            }),
+            end: watch::channel(Pos { seg: next, off: 0 }).0,
+            metrics: WalMetrics::default(),
+        };
+        wal.update_size(&wal.w.lock().expect("wal lock"));
+        Ok((Arc::new(wal), rec))
+    }
+
+    fn update_size(&self, w: &Writer) {
+        self.metrics
+            .size_bytes
+            .store(w.segments.values().map(|s| s.size).sum::<u64>(), Relaxed);
+    }
+
+    /// The position after the last written record; changes whenever a record is written.
+    pub fn subscribe(&self) -> watch::Receiver<Pos> {
+        self.end.subscribe()
+    }
+
+    pub fn end(&self) -> Pos {
+        *self.end.borrow()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one batch (blocking I/O). On failure nothing partial stays in the log.
+    pub fn append(&self, batch: &ScrapeBatch) -> io::Result<Pos> {
+        let mut w = self.w.lock().expect("wal lock");
+        let now = Instant::now();
+        for d in &batch.new_series {
+            w.labels.insert(d.id, (d.labels.clone(), now));
+        }
+        if w.file.is_none() || w.cur.off >= self.opts.segment_size {
+            self.rotate(&mut w)?;
+        }
+        // Definitions this segment has not stated yet.
+        let mut defs: Vec<SeriesDef> = Vec::new();
+        for s in &batch.samples {
+            if !w.defined.contains(&s.series) {
+                if let Some((labels, used)) = w.labels.get_mut(&s.series) {
+                    *used = now;
+                    defs.push(SeriesDef {
+                        id: s.series,
+                        labels: labels.clone(),
+                    });
+                }
+            }
+        }
+        defs.sort_by_key(|d| d.id);
+        defs.dedup_by_key(|d| d.id);
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        buf.extend_from_slice(&[0u8; 8]);
+        codec::encode(batch, &defs, &mut buf);
+        let len = (buf.len() - 8) as u32;
+        let crc = crc32c(&buf[8..]);
+        buf[..4].copy_from_slice(&len.to_le_bytes());
+        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let at = w.cur;
+        let result = w.file.as_mut().expect("rotated above").write_all(&buf);
+        if let Err(e) = result {
+            // Cut whatever part made it, so the log stays a sequence of whole records.
+            if let Some(f) = w.file.as_mut() {
+                let _ = f.set_len(at.off);
+                let _ = f.seek(SeekFrom::Start(at.off));
+            }
+            w.buf = buf;
+            self.metrics.write_failures.fetch_add(1, Relaxed);
+            self.metrics.dropped_batches.fetch_add(1, Relaxed);
+            if e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull {
+                // Disk full: make room by dropping the oldest data, as the size cap would.
+                self.drop_oldest(&mut w, "disk full");
+            }
+            return Err(e);
+        }
+        for d in &defs {
+            w.defined.insert(d.id);
+        }
+        let seg = at.seg;
+        let info = w.segments.entry(seg).or_default();
+        info.records.push((at.off, batch.samples.len() as u32));
+        info.size = at.off + buf.len() as u64;
+        w.cur.off += buf.len() as u64;
+        w.dirty = true;
+        self.metrics.records_written.fetch_add(1, Relaxed);
+        self.metrics.bytes_written.fetch_add(buf.len() as u64, Relaxed);
+        self.metrics
+            .samples_written
+            .fetch_add(batch.samples.len() as u64, Relaxed);
+        w.buf = buf;
+        if now.duration_since(w.last_sync) >= self.opts.sync_interval {
+            self.sync_locked(&mut w)?;
+        }
+        let end = w.cur;
+        self.enforce_cap(&mut w);
+        self.update_size(&w);
+        drop(w);
+        self.end.send_replace(end);
+        Ok(at)
+    }
+
+    fn rotate(&self, w: &mut Writer) -> io::Result<()> {
+        if w.file.is_some() {
+            self.sync_locked(w)?;
+            w.cur = Pos {
+                seg: w.cur.seg + 1,
+                off: 0,
+            };
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(seg_path(&self.dir, w.cur.seg))?;
+        w.file = Some(f);
+        w.segments.insert(w.cur.seg, Segment::default());
+        w.defined.clear();
+        if let Some(cutoff) = Instant::now().checked_sub(LABELS_TTL) {
+            w.labels.retain(|_, (_, used)| *used >= cutoff);
+        }
+        self.delete_consumed(w);
+        Ok(())
+    }
+
+    fn sync_locked(&self, w: &mut Writer) -> io::Result<()> {
+        if w.dirty {
+            if let Some(f) = &w.file {
+                f.sync_data()?;
+                self.metrics.fsyncs.fetch_add(1, Relaxed);
+            }
+            w.dirty = false;
+        }
+        w.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Syncs if anything is unsynced; called on a timer so the tail is durable within
+    /// `sync_interval` even when no new record arrives.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut w = self.w.lock().expect("wal lock");
+        self.sync_locked(&mut w)
+    }
+
+    /// Registers an endpoint and returns where it must start: its saved cursor, or the
+    /// oldest data when the cursor is missing or damaged (re-send rather than lose).
+    pub fn register(&self, endpoint: &str) -> Pos {
+        let mut w = self.w.lock().expect("wal lock");
+        let oldest = w.segments.keys().next().map_or(w.cur, |&seg| Pos { seg, off: 0 });
+        let saved = std::fs::read_to_string(cursor_path(&self.dir, endpoint))
+            .ok()
+            .and_then(|s| {
+                let mut parts = s.split_whitespace();
+                let (seg, off, crc) = (
+                    parts.next()?.parse::<u64>().ok()?,
+                    parts.next()?.parse::<u64>().ok()?,
+                    parts.next()?.parse::<u32>().ok()?,
+                );
+                (crc32c(format!("{seg} {off}").as_bytes()) == crc).then_some(Pos { seg, off })
+            });
+        let start = match saved {
+            Some(p) if p >= oldest => p,
+            Some(p) => {
+                tracing::warn!(endpoint, cursor = ?p, "WAL: the cursor points at deleted data; resuming from the oldest segment");
+                oldest
+            }
+            None => {
+                if cursor_path(&self.dir, endpoint).exists() {
+                    tracing::warn!(
+                        endpoint,
+                        "WAL: cursor file is damaged; re-sending from the oldest segment (duplicates possible, nothing lost)"
+                    );
+                }
+                oldest
+            }
+        };
+        w.cursors.insert(endpoint.to_owned(), start);
+        start
+    }
+
+    /// Records that `endpoint` has sent everything before `pos`, persists the cursor and
+    /// deletes segments no endpoint needs any more.
+    pub fn ack(&self, endpoint: &str, pos: Pos) -> io::Result<()> {
+        let path = cursor_path(&self.dir, endpoint);
+        let tmp = path.with_extension("tmp");
+        let text = format!(
+            "{} {} {}\n",
+            pos.seg,
+            pos.off,
+            crc32c(format!("{} {}", pos.seg, pos.off).as_bytes())
+        );
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        let mut w = self.w.lock().expect("wal lock");
+        w.cursors.insert(endpoint.to_owned(), pos);
+        self.delete_consumed(&mut w);
+        self.update_size(&w);
+        Ok(())
+    }
+
+    /// Segments wholly before every endpoint's cursor (and not being written) go.
+    fn delete_consumed(&self, w: &mut Writer) {
+        // With no endpoint registered nobody has consumed anything: delete nothing.
+        let Some(min) = w.cursors.values().min().copied() else {
+            return;
+        };
+        let doomed: Vec<u64> = w
+            .segments
+            .keys()
+            .copied()
+            .filter(|&s| s < min.seg && s != w.cur.seg)
+            .collect();
+        for seg in doomed {
+            if std::fs::remove_file(seg_path(&self.dir, seg)).is_ok() || !seg_path(&self.dir, seg).exists() {
+                w.segments.remove(&seg);
+                self.metrics.segments_deleted.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn enforce_cap(&self, w: &mut Writer) {
+        while w.segments.values().map(|s| s.size).sum::<u64>() > self.opts.max_size && w.segments.len() > 1 {
+            if !self.drop_oldest(w, "WAL size cap (wal.max_size)") {
+                break;
+            }
+        }
+    }
+
+    /// Deletes the oldest segment although some endpoint still needs it; counts, per
+    /// endpoint, the samples it will never send, and moves those cursors forward.
+    fn drop_oldest(&self, w: &mut Writer, why: &str) -> bool {
+        let Some((&seg, info)) = w.segments.iter().next() else {
+            return false;
+        };
+        if seg == w.cur.seg {
+            return false;
+        }
+        let info = info.clone();
+        let next = Pos { seg: seg + 1, off: 0 };
+        let mut lost_total = 0;
+        let updates: Vec<(String, u64)> = w
+            .cursors
+            .iter()
+            .filter(|(_, c)| c.seg <= seg)
+            .map(|(name, c)| {
+                let lost: u64 = info
+                    .records
+                    .iter()
+                    .filter(|(off, _)| c.seg < seg || *off >= c.off)
+                    .map(|(_, n)| *n as u64)
+                    .sum();
+                (name.clone(), lost)
+            })
+            .collect();
+        for (name, lost) in updates {
+            *w.dropped.entry(name.clone()).or_default() += lost;
+            w.cursors.insert(name, next);
+            lost_total += lost;
+        }
+        let _ = std::fs::remove_file(seg_path(&self.dir, seg));
+        w.segments.remove(&seg);
+        self.metrics.segments_deleted.fetch_add(1, Relaxed);
+        tracing::warn!(
+            segment = seg,
+            samples_lost = lost_total,
+            reason = why,
+            "WAL: dropped the oldest unsent data to keep scraping; raise wal.max_size or fix the endpoint"
+        );
+        true
+    }
+
+    /// Samples each endpoint lost to the size cap or a full disk.
+    pub fn dropped(&self) -> BTreeMap<String, u64> {
+        self.w.lock().expect("wal lock").dropped.clone()
+    }
+
+    /// The cursor the WAL holds for `endpoint` (moved forward when data was dropped).
+    pub fn cursor(&self, endpoint: &str) -> Option<Pos> {
+        self.w.lock().expect("wal lock").cursors.get(endpoint).copied()
+    }
+
+    /// Opens a reader positioned at `from`.
+    pub fn reader(&self, from: Pos) -> io::Result<Reader> {
+        let mut r = Reader {
+            dir: self.dir.clone(),
+            pos: Pos {
+                seg: from.seg,
+                off: 0,
+            },
+            file: None,
+            defs: HashMap::new(),
+        };
+        // Read the segment from its start to learn the definitions before `from`.
+        while r.pos.off < from.off {
+            match r.next(from)? {
+                Some(_) => {}
+                None => break,
+            }
+        }
+        r.pos = from;
+        Ok(r)
+    }
+}
+
+/// Reads records in order, resolving series ids to labels.
+#[derive(Debug)]
+pub struct Reader {
+    dir: PathBuf,
+    pos: Pos,
+    file: Option<(u64, File)>,
+    defs: HashMap<u64, Arc<LabelSet>>,
+}
+
+/// One record as read back.
+#[derive(Debug)]
+pub struct Entry {
+    pub at: Pos,
+    /// Where the next record starts.
+    pub next: Pos,
+    pub batch: ScrapeBatch,
+}
+
+impl Reader {
+    pub fn pos(&self) -> Pos {
+        self.pos
+    }
+
+    /// Labels of a series defined in the current segment.
+    pub fn labels(&self, id: u64) -> Option<&Arc<LabelSet>> {
+        self.defs.get(&id)
+    }
+
+    /// The next record before `end`, if any. Moves to the next segment at a segment's end;
+    /// skips records that do not check out (they were counted at recovery).
+    pub fn next(&mut self, end: Pos) -> io::Result<Option<Entry>> {
+        loop {
+            if self.pos >= end {
+                return Ok(None);
+            }
+            if self.file.as_ref().is_none_or(|(s, _)| *s != self.pos.seg) {
+                match File::open(seg_path(&self.dir, self.pos.seg)) {
+                    Ok(f) => {
+                        self.file = Some((self.pos.seg, f));
+                        self.defs.clear();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // Deleted (size cap) or never written: go on with the next one.
+                        self.pos = Pos {
+                            seg: self.pos.seg + 1,
+                            off: 0,
+                        };
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let (_, f) = self.file.as_mut().expect("opened above");
+            let len = f.metadata()?.len();
+            let limit = if self.pos.seg == end.seg {
+                end.off.min(len)
+            } else {
+                len
+            };
+            if self.pos.off >= limit {
+                if self.pos.seg < end.seg {
+                    self.pos = Pos {
+                        seg: self.pos.seg + 1,
+                        off: 0,
+                    };
+                    continue;
+                }
+                return Ok(None);
+            }
+            f.seek(SeekFrom::Start(self.pos.off))?;
+            let at = self.pos;
+            match read_record(f, limit - self.pos.off)? {
+                Rec::Ok(payload) => {
+                    self.pos.off += 8 + payload.len() as u64;
+                    let Some(mut batch) = codec::decode(&payload) else {
+                        continue;
+                    };
+                    for d in &batch.new_series {
+                        self.defs.insert(d.id, d.labels.clone());
+                    }
+                    batch.new_series.clear();
+                    return Ok(Some(Entry {
+                        at,
+                        next: self.pos,
+                        batch,
+                    }));
+                }
+                Rec::Corrupt(skip) => self.pos.off += skip,
+                Rec::End | Rec::Torn => {
+                    // The rest of this segment is unreadable: go on with the next one.
+                    self.pos = Pos {
+                        seg: self.pos.seg + 1,
+                        off: 0,
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! The write-ahead log: scrape batches on disk, one record each, until every remote-write
+//! endpoint has sent them.
+
+pub mod codec;
+pub mod crc;
+pub mod log;
+
+pub use log::{Entry, Options, Pos, Reader, Recovery, Wal};
