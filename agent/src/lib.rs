@@ -7,6 +7,7 @@
 //! - [`duration`]: Prometheus durations;
 //! - [`scrape`]: targets, fetching, parsing, the scrape loop and its output;
 //! - [`telemetry`]: self-metrics, the targets API, health and reload endpoints;
+//! - [`remote`]: the remote-write queues, one per endpoint;
 //! - [`wal`]: the crash-safe write-ahead log of scrape batches and its cursors;
 //! - [`dump`]: JSON-lines rendering of batches for debugging.
 
@@ -16,6 +17,7 @@ pub mod dump;
 pub mod duration;
 pub mod labels;
 pub mod relabel;
+pub mod remote;
 pub mod scrape;
 pub mod telemetry;
 pub mod wal;

@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use clap::Parser;
 use ferry_agent::config::{Config, fnv1a};
+use ferry_agent::remote::queue::{self, EndpointMetrics};
 use ferry_agent::scrape::batch::ScrapeBatch;
+use ferry_agent::scrape::fetch::Fetcher;
 use ferry_agent::scrape::manager::{Manager, Update};
 use ferry_agent::telemetry::{Metrics, Shared, router};
+use ferry_agent::wal::{Options, Wal};
 use ferry_agent::{discovery, dump};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
@@ -32,12 +35,19 @@ struct Args {
     /// Address for /metrics, the API, health and reload.
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9099")]
     listen: String,
+    /// How long shutdown keeps sending before leaving the rest in the WAL.
+    #[arg(long = "storage.remote.flush-deadline", default_value = "1m", value_parser = dur)]
+    flush_deadline: std::time::Duration,
     /// Print every scrape batch as a JSON line on stdout (for debugging and tests).
     #[arg(long = "debug.dump-batches")]
     dump_batches: bool,
     /// Log level: error, warn, info, debug.
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
+}
+
+fn dur(s: &str) -> Result<std::time::Duration, String> {
+    ferry_agent::duration::parse(s)
 }
 
 #[tokio::main]
@@ -84,7 +94,31 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
     let (batch_tx, batch_rx) = mpsc::channel::<ScrapeBatch>(1024);
     let (update_tx, mut update_rx) = mpsc::channel::<Update>(256);
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
-    let ids = Arc::new(AtomicU64::new(1));
+    // The WAL exists only when there is somewhere to send to.
+    let wal = if cfg.remote_write.is_empty() {
+        tracing::warn!("no remote_write configured: scraped data is not stored or forwarded");
+        None
+    } else {
+        let opts = Options {
+            sync_interval: cfg.wal.sync_interval,
+            max_size: cfg.wal.max_size,
+            segment_size: (cfg.wal.max_size / 16).clamp(64 << 10, 64 << 20),
+        };
+        let dir = args.storage.join("wal");
+        let (wal, rec) =
+            Wal::open(&dir, opts).map_err(|e| format!("opening the WAL in {}: {e}", dir.display()))?;
+        if rec.torn_bytes > 0 || rec.corrupt_records > 0 {
+            tracing::warn!(
+                torn_bytes = rec.torn_bytes,
+                corrupt_records = rec.corrupt_records,
+                "WAL repaired at start-up"
+            );
+        }
+        tracing::info!(segments = rec.segments, records = rec.records, "WAL opened");
+        Some((wal, rec.max_series_id))
+    };
+    let ids = Arc::new(AtomicU64::new(wal.as_ref().map_or(1, |w| w.1 + 1)));
+    let wal = wal.map(|w| w.0);
     let manager = Arc::new(Mutex::new(Manager::new(batch_tx, ids, offset_seed(&cfg))));
     manager.lock().await.apply_config(&cfg)?;
     let base = cfg.file.parent().unwrap_or(std::path::Path::new(".")).to_owned();
@@ -95,8 +129,34 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
     let shared = Arc::new(Shared {
         manager: manager.clone(),
         metrics: Metrics::default(),
+        wal: wal.clone(),
+        endpoints: Default::default(),
         reload: reload_tx,
     });
+    // WAL writer: a blocking thread fed by the batch consumer; a ticker keeps the tail synced.
+    let (wal_tx, wal_thread) = match &wal {
+        Some(w) => {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<ScrapeBatch>(1024);
+            let w2 = w.clone();
+            let t = std::thread::spawn(move || wal_writer(w2, rx));
+            let w3 = w.clone();
+            let every = cfg.wal.sync_interval.max(std::time::Duration::from_millis(10));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let w = w3.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || w.sync()).await {
+                        tracing::error!(error = %e, "WAL: fsync failed");
+                    }
+                }
+            });
+            (Some(tx), Some(t))
+        }
+        None => (None, None),
+    };
+    let (mut queue_stop, mut queues) = start_queues(&cfg, &base, wal.as_ref(), &shared, args.flush_deadline);
+    let mut remote_fingerprint = format!("{:?}", cfg.remote_write);
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -112,7 +172,7 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
             .into_future(),
     );
 
-    let consumer = tokio::spawn(consume(batch_rx, shared.clone(), args.dump_batches));
+    let consumer = tokio::spawn(consume(batch_rx, shared.clone(), args.dump_batches, wal_tx));
     let mgr = manager.clone();
     tokio::spawn(async move {
         while let Some(u) = update_rx.recv().await {
@@ -147,6 +207,17 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
                     for job in &new.jobs {
                         discovery::start(job, &base, update_tx.clone(), r.clone());
                     }
+                    let fp = format!("{:?}", new.remote_write);
+                    if fp != remote_fingerprint && wal.is_some() {
+                        // Old queues flush and save their cursors; new ones resume from them.
+                        let _ = queue_stop.send(true);
+                        for q in queues.drain(..) {
+                            let _ = q.await;
+                        }
+                        (queue_stop, queues) =
+                            start_queues(&new, &base, wal.as_ref(), &shared, args.flush_deadline);
+                        remote_fingerprint = fp;
+                    }
                     shared.metrics.reloads.fetch_add(1, Relaxed);
                     tracing::info!("configuration reloaded");
                 }
@@ -170,11 +241,84 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
     let _ = server.await;
     // The loops are gone and the manager dropped, so the batch channel closes.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), consumer).await;
+    // The consumer dropped the WAL channel: the writer drains, syncs and exits.
+    if let Some(t) = wal_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    let _ = queue_stop.send(true);
+    for q in queues {
+        let _ = q.await;
+    }
     Ok(())
 }
 
+/// Starts one queue per endpoint; they run until the returned sender says stop.
+fn start_queues(
+    cfg: &Config,
+    base: &std::path::Path,
+    wal: Option<&Arc<Wal>>,
+    shared: &Arc<Shared>,
+    flush_deadline: std::time::Duration,
+) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    let mut endpoints = shared.endpoints.lock().expect("endpoints lock");
+    endpoints.clear();
+    let Some(wal) = wal else { return (stop_tx, handles) };
+    for rw in &cfg.remote_write {
+        let fetcher = match Fetcher::new(&rw.http, base) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(endpoint = %rw.name, error = %e, "remote write: cannot build the HTTP client; this endpoint sends nothing");
+                continue;
+            }
+        };
+        let metrics = Arc::new(EndpointMetrics::default());
+        endpoints.push((rw.name.clone(), metrics.clone()));
+        handles.push(tokio::spawn(queue::run(
+            rw.clone(),
+            fetcher,
+            wal.clone(),
+            cfg.external_labels.clone(),
+            metrics,
+            stop_rx.clone(),
+            flush_deadline,
+        )));
+    }
+    (stop_tx, handles)
+}
+
+/// Appends batches to the WAL until the channel closes, then syncs.
+fn wal_writer(wal: Arc<Wal>, rx: std::sync::mpsc::Receiver<ScrapeBatch>) {
+    let mut failing = false;
+    while let Ok(b) = rx.recv() {
+        match wal.append(&b) {
+            Ok(_) => {
+                if failing {
+                    tracing::info!("WAL: writes succeed again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, samples = b.samples.len(), "WAL: write failed, scrape dropped (counted in ferry_wal_write_failures_total); free disk space or raise wal.max_size");
+                    failing = true;
+                }
+            }
+        }
+    }
+    if let Err(e) = wal.sync() {
+        tracing::error!(error = %e, "WAL: final fsync failed");
+    }
+}
+
 /// Counts what the scrape pipeline produces and, with --debug.dump-batches, prints it.
-async fn consume(mut rx: mpsc::Receiver<ScrapeBatch>, shared: Arc<Shared>, dump_batches: bool) {
+async fn consume(
+    mut rx: mpsc::Receiver<ScrapeBatch>,
+    shared: Arc<Shared>,
+    dump_batches: bool,
+    wal: Option<std::sync::mpsc::SyncSender<ScrapeBatch>>,
+) {
     let mut dumper = dump::Dumper::default();
     let stdout = std::io::stdout();
     while let Some(b) = rx.recv().await {
@@ -198,6 +342,12 @@ async fn consume(mut rx: mpsc::Receiver<ScrapeBatch>, shared: Arc<Shared>, dump_
             let mut out = stdout.lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
+        }
+        if let Some(w) = &wal {
+            // A full channel means the disk is slower than scraping: wait (blocking the
+            // consumer thread briefly) rather than lose the batch.
+            let w = w.clone();
+            let _ = tokio::task::spawn_blocking(move || w.send(b).is_ok()).await;
         }
     }
 }

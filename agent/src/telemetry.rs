@@ -33,6 +33,8 @@ pub struct Metrics {
 pub struct Shared {
     pub manager: Arc<Mutex<Manager>>,
     pub metrics: Metrics,
+    pub wal: Option<Arc<crate::wal::Wal>>,
+    pub endpoints: std::sync::Mutex<Vec<(String, Arc<crate::remote::queue::EndpointMetrics>)>>,
     /// Ask the main task to reload; it answers with the outcome.
     pub reload: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
 }
@@ -202,10 +204,162 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     for (job, _) in errors {
         let _ = writeln!(out, "ferry_target_limit_exceeded{{job=\"{job}\"}} 1");
     }
+    render_storage(&s, &mut out);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         out,
     )
+}
+
+/// (name, type, help, getter) of one per-endpoint series.
+type MetricLine = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::remote::queue::EndpointMetrics) -> f64,
+);
+
+/// WAL and per-endpoint remote-write metrics.
+fn render_storage(s: &Shared, out: &mut String) {
+    if let Some(wal) = &s.wal {
+        let w = &wal.metrics;
+        for (name, help, v) in [
+            (
+                "ferry_wal_records_written_total",
+                "WAL records (scrape batches) written.",
+                &w.records_written,
+            ),
+            (
+                "ferry_wal_bytes_written_total",
+                "WAL bytes written.",
+                &w.bytes_written,
+            ),
+            (
+                "ferry_wal_samples_written_total",
+                "Samples written to the WAL.",
+                &w.samples_written,
+            ),
+            ("ferry_wal_fsyncs_total", "WAL fsyncs (group commits).", &w.fsyncs),
+            (
+                "ferry_wal_write_failures_total",
+                "WAL writes that failed (disk full, I/O error); the batch was dropped.",
+                &w.write_failures,
+            ),
+            (
+                "ferry_wal_segments_deleted_total",
+                "WAL segments deleted.",
+                &w.segments_deleted,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ferry_wal_size_bytes Bytes of WAL segments on disk.\n# TYPE ferry_wal_size_bytes gauge\nferry_wal_size_bytes {}",
+            w.size_bytes.load(Relaxed)
+        );
+    }
+    let endpoints = s.endpoints.lock().expect("endpoints lock").clone();
+    if endpoints.is_empty() {
+        return;
+    }
+    let wal_dropped = s.wal.as_ref().map(|w| w.dropped()).unwrap_or_default();
+    let now = crate::scrape::scrape_loop::now_ms();
+    let _ = writeln!(
+        out,
+        "# HELP ferry_remote_dropped_samples_total Samples an endpoint will never send, by reason.\n# TYPE ferry_remote_dropped_samples_total counter"
+    );
+    for (ep, m) in &endpoints {
+        let wal_full = wal_dropped.get(ep).copied().unwrap_or(0);
+        for (reason, v) in [
+            ("wal_full", wal_full),
+            ("http_4xx", m.dropped_http.load(Relaxed)),
+            ("sample_age_limit", m.dropped_age.load(Relaxed)),
+            ("unresolved_series", m.dropped_unresolved.load(Relaxed)),
+            ("protocol_mismatch", m.dropped_protocol.load(Relaxed)),
+        ] {
+            let _ = writeln!(
+                out,
+                "ferry_remote_dropped_samples_total{{endpoint=\"{ep}\",reason=\"{reason}\"}} {v}"
+            );
+        }
+    }
+    let series: [MetricLine; 9] = [
+        (
+            "ferry_remote_samples_sent_total",
+            "counter",
+            "Samples sent and accepted.",
+            |m| m.samples_sent.load(Relaxed) as f64,
+        ),
+        (
+            "ferry_remote_bytes_sent_total",
+            "counter",
+            "Compressed request bytes sent and accepted.",
+            |m| m.bytes_sent.load(Relaxed) as f64,
+        ),
+        (
+            "ferry_remote_requests_sent_total",
+            "counter",
+            "Requests accepted.",
+            |m| m.requests_sent.load(Relaxed) as f64,
+        ),
+        (
+            "ferry_remote_retries_total",
+            "counter",
+            "Requests retried (5xx, 429, network errors).",
+            |m| m.retries.load(Relaxed) as f64,
+        ),
+        (
+            "ferry_remote_relabel_dropped_samples_total",
+            "counter",
+            "Samples dropped by write_relabel_configs.",
+            |m| m.dropped_relabel.load(Relaxed) as f64,
+        ),
+        ("ferry_remote_lanes", "gauge", "Parallel request lanes.", |m| {
+            m.lanes.load(Relaxed) as f64
+        }),
+        (
+            "ferry_remote_rw1_fallback",
+            "gauge",
+            "1 when the endpoint fell back from RW2 to RW1.",
+            |m| f64::from(u8::from(m.using_rw1_fallback.load(Relaxed))),
+        ),
+        (
+            "ferry_remote_cursor_segment",
+            "gauge",
+            "WAL segment of the endpoint's cursor.",
+            |m| m.cursor_segment.load(Relaxed) as f64,
+        ),
+        (
+            "ferry_remote_last_sent_timestamp_seconds",
+            "gauge",
+            "Scrape time of the newest fully sent scrape.",
+            |m| m.last_sent_ts.load(Relaxed) as f64 / 1000.0,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (ep, m) in &endpoints {
+            let _ = writeln!(out, "{name}{{endpoint=\"{ep}\"}} {}", get(m));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferry_remote_lag_seconds How far behind the newest sent scrape is.\n# TYPE ferry_remote_lag_seconds gauge"
+    );
+    for (ep, m) in &endpoints {
+        let last = m.last_sent_ts.load(Relaxed);
+        let lag = if last > 0 {
+            (now - last) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let _ = writeln!(out, "ferry_remote_lag_seconds{{endpoint=\"{ep}\"}} {lag}");
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,168 @@
+//! Sending one request: the exact headers of the spec, and what each answer means for the
+//! queue (done, retry after a delay, drop, or protocol mismatch).
+
+use std::time::{Duration, SystemTime};
+
+use ferry_protocol::WriteProto;
+use ferry_protocol::headers::{
+    CONTENT_ENCODING_SNAPPY, EXEMPLARS_WRITTEN, HISTOGRAMS_WRITTEN, RETRY_ATTEMPT, SAMPLES_WRITTEN,
+    VERSION_HEADER,
+};
+
+use crate::config::RemoteWrite;
+use crate::scrape::fetch::{Fetcher, error_chain};
+
+/// What an attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Retry, after at least this long if the receiver said so (`Retry-After`).
+    Retry {
+        why: String,
+        after: Option<Duration>,
+    },
+    /// Never retried (4xx other than 429, or 429 with retries off).
+    Drop {
+        why: String,
+    },
+    /// RW2 answered 415, or 2xx without `*-Written` headers: the receiver speaks RW1 only.
+    Mismatch {
+        why: String,
+    },
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110), relative to `now`.
+pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: i64 = parts[1].parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])? as i64
+        + 1;
+    let year: i64 = parts[3].parse().ok()?;
+    let hms: Vec<i64> = parts[4]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if hms.len() != 3 {
+        return None;
+    }
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * m + 2) / 5 + day - 1;
+    let secs = (era * 146_097 + doe - 719_468) * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Posts one compressed body.
+pub async fn send(
+    fetcher: &Fetcher,
+    cfg: &RemoteWrite,
+    proto: WriteProto,
+    body: Vec<u8>,
+    attempt: u32,
+    counted: (usize, usize),
+) -> Outcome {
+    let mut req = fetcher
+        .client()
+        .post(&cfg.url)
+        .timeout(cfg.timeout)
+        .header(reqwest::header::CONTENT_ENCODING, CONTENT_ENCODING_SNAPPY)
+        .header(reqwest::header::CONTENT_TYPE, proto.content_type())
+        .header(VERSION_HEADER, proto.version())
+        .body(body);
+    for (k, v) in &cfg.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    if attempt > 0 {
+        req = req.header(RETRY_ATTEMPT, attempt.to_string());
+    }
+    let req = match fetcher.prepare(req) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Retry {
+                why: format!("credentials: {e}"),
+                after: None,
+            };
+        }
+    };
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Retry {
+                why: format!("sending to {}: {}", cfg.url, error_chain(&e)),
+                after: None,
+            };
+        }
+    };
+    let status = resp.status();
+    let after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        .map(|d| d.min(cfg.max_retry_after));
+    let written_headers = [SAMPLES_WRITTEN, HISTOGRAMS_WRITTEN, EXEMPLARS_WRITTEN]
+        .iter()
+        .any(|h| resp.headers().contains_key(*h));
+    let text = if status.is_success() {
+        String::new()
+    } else {
+        resp.text().await.unwrap_or_default().chars().take(1024).collect()
+    };
+    let code = status.as_u16();
+    if status.is_success() {
+        if proto == WriteProto::V2 && counted.0 + counted.1 > 0 && !written_headers {
+            return Outcome::Mismatch {
+                why: format!(
+                    "HTTP {code} without X-Prometheus-Remote-Write-*-Written headers to an RW2 request"
+                ),
+            };
+        }
+        return Outcome::Sent;
+    }
+    let why = format!("server returned HTTP status {code}: {}", text.trim());
+    if code == 415 && proto == WriteProto::V2 {
+        return Outcome::Mismatch { why };
+    }
+    if status.is_server_error() || (code == 429 && cfg.retry_on_http_429) {
+        return Outcome::Retry { why, after };
+    }
+    Outcome::Drop { why }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

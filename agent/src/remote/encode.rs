@@ -1,0 +1,174 @@
+//! Building remote-write requests from scrape data: RW1 (`WriteRequest`, one `TimeSeries`
+//! per series with its samples in order, metadata inline) and RW2 (per-request symbol table,
+//! metadata and exemplars per series).
+
+use std::sync::Arc;
+
+use ferry_protocol::{LabelSet, SymbolTable, rw1, rw2};
+
+use crate::scrape::parse::MetricType;
+
+/// A series' share of a request.
+#[derive(Debug, Clone)]
+pub struct SeriesData {
+    pub labels: Arc<LabelSet>,
+    /// (timestamp ms, value), ascending.
+    pub samples: Vec<(i64, f64)>,
+    pub exemplars: Vec<(LabelSet, f64, i64)>,
+    /// (type, help, unit) of the series' metric family, when known.
+    pub metadata: Option<Arc<(MetricType, String, String)>>,
+}
+
+/// What one request carries, kept decoded so it can be re-encoded (RW2 → RW1 fallback).
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    pub series: Vec<SeriesData>,
+    /// RW1 metadata entries (family, type, help, unit) that changed in these scrapes.
+    pub metadata: Vec<(String, MetricType, String, String)>,
+}
+
+impl Payload {
+    pub fn samples(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+
+    pub fn exemplars(&self) -> usize {
+        self.series.iter().map(|s| s.exemplars.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty() && self.metadata.is_empty()
+    }
+
+    pub fn rw1(&self, send_exemplars: bool) -> rw1::WriteRequest {
+        rw1::WriteRequest {
+            timeseries: self
+                .series
+                .iter()
+                .map(|s| rw1::TimeSeries {
+                    labels: s.labels.as_slice().to_vec(),
+                    samples: s
+                        .samples
+                        .iter()
+                        .map(|&(timestamp, value)| rw1::Sample { value, timestamp })
+                        .collect(),
+                    exemplars: if send_exemplars {
+                        s.exemplars
+                            .iter()
+                            .map(|(l, v, t)| rw1::Exemplar {
+                                labels: l.as_slice().to_vec(),
+                                value: *v,
+                                timestamp: *t,
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    histograms: Vec::new(),
+                })
+                .collect(),
+            metadata: self
+                .metadata
+                .iter()
+                .map(|(family, kind, help, unit)| rw1::MetricMetadata {
+                    r#type: kind.wire(),
+                    metric_family_name: family.clone(),
+                    help: help.clone(),
+                    unit: unit.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn rw2(&self, table: &mut SymbolTable) -> rw2::Request {
+        table.reset();
+        let timeseries = self
+            .series
+            .iter()
+            .map(|s| {
+                let mut labels_refs = Vec::with_capacity(s.labels.len() * 2);
+                table.symbolize_labels(s.labels.as_ref(), &mut labels_refs);
+                let exemplars = s
+                    .exemplars
+                    .iter()
+                    .map(|(l, v, t)| {
+                        let mut refs = Vec::new();
+                        table.symbolize_labels(l, &mut refs);
+                        rw2::Exemplar {
+                            labels_refs: refs,
+                            value: *v,
+                            timestamp: *t,
+                        }
+                    })
+                    .collect();
+                let metadata = s.metadata.as_ref().map(|m| rw2::Metadata {
+                    r#type: m.0.wire(),
+                    help_ref: table.symbolize(&m.1),
+                    unit_ref: table.symbolize(&m.2),
+                });
+                rw2::TimeSeries {
+                    labels_refs,
+                    samples: s
+                        .samples
+                        .iter()
+                        .map(|&(timestamp, value)| rw2::Sample {
+                            value,
+                            timestamp,
+                            start_timestamp: 0,
+                        })
+                        .collect(),
+                    histograms: Vec::new(),
+                    exemplars,
+                    metadata,
+                }
+            })
+            .collect();
+        rw2::Request {
+            symbols: table.take_symbols(),
+            timeseries,
+        }
+    }
+}
+
+/// The metric family a series name belongs to, for metadata lookup: the name itself, or
+/// the name without a suffix the exposition formats add.
+pub fn family_candidates(name: &str) -> impl Iterator<Item = &str> {
+    const SUFFIXES: [&str; 8] = [
+        "_total", "_bucket", "_count", "_sum", "_created", "_info", "_gcount", "_gsum",
+    ];
+    std::iter::once(name).chain(SUFFIXES.iter().filter_map(move |s| name.strip_suffix(s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_protocol::symbols::resolve_label_set;
+
+    #[test]
+    fn rw1_and_rw2_carry_the_same_series() {
+        let ls = Arc::new(LabelSet::from_pairs([("__name__", "up"), ("job", "j")]).unwrap());
+        let p = Payload {
+            series: vec![SeriesData {
+                labels: ls.clone(),
+                samples: vec![(1, 1.0), (2, ferry_protocol::STALE_NAN)],
+                exemplars: vec![(LabelSet::from_pairs([("trace_id", "t")]).unwrap(), 1.0, 1)],
+                metadata: Some(Arc::new((MetricType::Gauge, "Up.".into(), String::new()))),
+            }],
+            metadata: vec![],
+        };
+        let r1 = p.rw1(false);
+        assert_eq!(r1.timeseries[0].labels, ls.as_slice());
+        assert!(r1.timeseries[0].exemplars.is_empty());
+        assert!(ferry_protocol::is_stale(r1.timeseries[0].samples[1].value));
+        let mut t = SymbolTable::new();
+        let r2 = p.rw2(&mut t);
+        assert_eq!(r2.symbols[0], "");
+        assert_eq!(
+            resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(),
+            *ls
+        );
+        assert_eq!(r2.timeseries[0].metadata.unwrap().r#type, 2);
+        assert_eq!(r2.timeseries[0].exemplars.len(), 1);
+        assert!(family_candidates("http_requests_total").any(|f| f == "http_requests"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Remote write: one queue per `remote_write` endpoint, reading from the WAL.
+
+pub mod client;
+pub mod encode;
+pub mod queue;

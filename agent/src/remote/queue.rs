@@ -1,0 +1,499 @@
+//! One queue per remote-write endpoint.
+//!
+//! The dispatcher reads WAL records from the endpoint's cursor, turns each into request data
+//! (external labels, `write_relabel_configs`, cached per series) and packs *whole scrapes*
+//! into requests of up to `max_samples_per_send` samples; a larger scrape is split into
+//! consecutive parts. Requests go to lanes by target, so every scrape of a target travels on
+//! one lane and per-series order holds; a lane retries a request before it sends anything
+//! after it. The cursor only moves past records all of whose parts are done (sent, or dropped
+//! for a reason that is counted), so a crash re-sends at most what was in flight.
+//!
+//! Lanes scale between `min_shards` and `max_shards`: up when the dispatcher spent a whole
+//! period behind the WAL, down when it kept up; only between requests, when nothing is in
+//! flight, so order holds across the change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_protocol::codec::Encoder;
+use ferry_protocol::{LabelSet, SymbolTable, WriteProto};
+use tokio::sync::{mpsc, watch};
+
+use super::client::{self, Outcome};
+use super::encode::{Payload, SeriesData, family_candidates};
+use crate::config::RemoteWrite;
+use crate::labels::Builder;
+use crate::relabel;
+use crate::scrape::fetch::Fetcher;
+use crate::scrape::parse::MetricType;
+use crate::scrape::scrape_loop::now_ms;
+use crate::wal::{Pos, Wal};
+
+/// Counters and gauges of one endpoint, exported as `ferry_remote_*{endpoint=…}`.
+#[derive(Debug, Default)]
+pub struct EndpointMetrics {
+    pub samples_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub requests_sent: AtomicU64,
+    pub retries: AtomicU64,
+    pub dropped_http: AtomicU64,
+    pub dropped_age: AtomicU64,
+    pub dropped_relabel: AtomicU64,
+    pub dropped_unresolved: AtomicU64,
+    pub dropped_protocol: AtomicU64,
+    pub lanes: AtomicU64,
+    pub using_rw1_fallback: AtomicBool,
+    /// Timestamp (ms) of the newest scrape whose record is fully sent.
+    pub last_sent_ts: AtomicI64,
+    pub cursor_segment: AtomicU64,
+    pub cursor_offset: AtomicU64,
+}
+
+/// A request waiting to go out, with the records it completes.
+#[derive(Debug)]
+struct Job {
+    payload: Payload,
+    /// Starts of the records this job carries (all of them, or a part).
+    records: Vec<Pos>,
+    newest_ts: i64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: RemoteWrite,
+    fetcher: Fetcher,
+    metrics: Arc<EndpointMetrics>,
+    use_rw1: AtomicBool,
+    done: mpsc::UnboundedSender<(Vec<Pos>, i64)>,
+    /// Set when the flush deadline passed at shutdown: lanes stop retrying.
+    hard_stop: watch::Receiver<bool>,
+    rate: Mutex<(f64, Instant)>,
+}
+
+/// Jittered exponential backoff: a random point in the upper half of the current step.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let frac = 0.5 + (nanos % 1000) as f64 / 2000.0;
+    d.mul_f64(frac)
+}
+
+async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+    let mut encoder = Encoder::default();
+    let mut table = SymbolTable::new();
+    while let Some(mut job) = rx.recv().await {
+        let cfg = &shared.cfg;
+        let m = &shared.metrics;
+        if let Some(limit) = cfg.sample_age_limit {
+            let cutoff = now_ms() - limit.as_millis() as i64;
+            let before = job.payload.samples();
+            for s in &mut job.payload.series {
+                s.samples.retain(|(t, _)| *t >= cutoff);
+            }
+            job.payload.series.retain(|s| !s.samples.is_empty());
+            m.dropped_age
+                .fetch_add((before - job.payload.samples()) as u64, Relaxed);
+        }
+        let mut attempt = 0u32;
+        let mut backoff = cfg.min_backoff;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            if job.payload.is_empty() {
+                break;
+            }
+            let proto = if cfg.proto == WriteProto::V1 || shared.use_rw1.load(Relaxed) {
+                WriteProto::V1
+            } else {
+                WriteProto::V2
+            };
+            let body = match proto {
+                WriteProto::V1 => encoder.encode(&job.payload.rw1(cfg.send_exemplars)),
+                WriteProto::V2 => encoder.encode(&job.payload.rw2(&mut table)),
+            };
+            if cfg.max_bytes_per_second > 0 {
+                let wait = {
+                    let mut r = shared.rate.lock().expect("rate lock");
+                    let rate = cfg.max_bytes_per_second as f64;
+                    let now = Instant::now();
+                    r.0 = (r.0 + now.duration_since(r.1).as_secs_f64() * rate).min(rate);
+                    r.1 = now;
+                    r.0 -= body.len() as f64;
+                    (r.0 < 0.0).then(|| Duration::from_secs_f64(-r.0 / rate))
+                };
+                if let Some(w) = wait {
+                    tokio::time::sleep(w).await;
+                }
+            }
+            let len = body.len();
+            let samples = job.payload.samples();
+            match client::send(
+                &shared.fetcher,
+                cfg,
+                proto,
+                body,
+                attempt,
+                (samples, job.payload.exemplars()),
+            )
+            .await
+            {
+                Outcome::Sent => {
+                    m.samples_sent.fetch_add(samples as u64, Relaxed);
+                    m.bytes_sent.fetch_add(len as u64, Relaxed);
+                    m.requests_sent.fetch_add(1, Relaxed);
+                    if let Some(since) = failing_since {
+                        tracing::info!(endpoint = %cfg.name, retries = attempt, down_for = ?since.elapsed(), "remote write: endpoint accepts data again");
+                    }
+                    break;
+                }
+                Outcome::Drop { why } => {
+                    m.dropped_http.fetch_add(samples as u64, Relaxed);
+                    tracing::error!(endpoint = %cfg.name, samples, error = %why, "remote write: request rejected and dropped (not retryable); check the receiver's message and the data");
+                    break;
+                }
+                Outcome::Mismatch { why } if proto == WriteProto::V2 && cfg.fallback_to_rw1 => {
+                    shared.use_rw1.store(true, Relaxed);
+                    m.using_rw1_fallback.store(true, Relaxed);
+                    tracing::warn!(endpoint = %cfg.name, reason = %why, "remote write: receiver does not speak RW2; re-sending as RW1 and staying on RW1 (set protobuf_message: prometheus.WriteRequest to silence this)");
+                }
+                Outcome::Mismatch { why } => {
+                    m.dropped_protocol.fetch_add(samples as u64, Relaxed);
+                    tracing::error!(endpoint = %cfg.name, samples, error = %why, "remote write: protocol mismatch and fallback_to_rw1 is off; dropped");
+                    break;
+                }
+                Outcome::Retry { why, after } => {
+                    m.retries.fetch_add(1, Relaxed);
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        tracing::warn!(endpoint = %cfg.name, error = %why, "remote write: failed, retrying with backoff; data stays in the WAL meanwhile");
+                    } else {
+                        tracing::debug!(endpoint = %cfg.name, attempt, error = %why, "remote write: retry failed");
+                    }
+                    let sleep = after.unwrap_or_else(|| jitter(backoff));
+                    backoff = (backoff * 2).min(cfg.max_backoff);
+                    attempt += 1;
+                    let mut stop = shared.hard_stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
+        let _ = shared.done.send((job.records, job.newest_ts));
+    }
+}
+
+/// A record turned into request data.
+struct Record {
+    at: Pos,
+    target: u64,
+    ts: i64,
+    series: Vec<SeriesData>,
+    metadata: Vec<(String, MetricType, String, String)>,
+}
+
+impl Record {
+    fn samples(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}
+
+/// Runs one endpoint until `stop` says so, then flushes for at most `flush_deadline`.
+pub async fn run(
+    cfg: RemoteWrite,
+    fetcher: Fetcher,
+    wal: Arc<Wal>,
+    external: LabelSet,
+    metrics: Arc<EndpointMetrics>,
+    mut stop: watch::Receiver<bool>,
+    flush_deadline: Duration,
+) {
+    let name = cfg.name.clone();
+    let start = wal.register(&name);
+    let mut reader = match wal.reader(start) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(endpoint = %name, error = %e, "remote write: cannot read the WAL; this endpoint sends nothing");
+            return;
+        }
+    };
+    let mut end_rx = wal.subscribe();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (hard_tx, hard_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        use_rw1: AtomicBool::new(false),
+        cfg: cfg.clone(),
+        fetcher,
+        metrics: metrics.clone(),
+        done: done_tx,
+        hard_stop: hard_rx,
+        rate: Mutex::new((cfg.max_bytes_per_second as f64, Instant::now())),
+    });
+    let max = cfg.max_samples_per_send.max(1) as usize;
+    let mut lanes: Vec<mpsc::Sender<Job>> = Vec::new();
+    let mut lane_tasks = Vec::new();
+    let spawn_lanes =
+        |n: u64, lanes: &mut Vec<mpsc::Sender<Job>>, tasks: &mut Vec<tokio::task::JoinHandle<()>>| {
+            lanes.clear();
+            for _ in 0..n {
+                let (tx, rx) = mpsc::channel(2);
+                lanes.push(tx);
+                tasks.push(tokio::spawn(lane(shared.clone(), rx)));
+            }
+            metrics.lanes.store(n, Relaxed);
+        };
+    spawn_lanes(cfg.min_shards, &mut lanes, &mut lane_tasks);
+    // Records not yet completely done: start → parts still in flight.
+    let mut inflight: BTreeMap<Pos, usize> = BTreeMap::new();
+    let mut dispatched = start;
+    let mut acked = start;
+    let mut last_ack_write = Instant::now();
+    let mut pending: HashMap<usize, Job> = HashMap::new();
+    let mut series: HashMap<u64, Option<Arc<LabelSet>>> = HashMap::new();
+    let mut families: HashMap<String, Arc<(MetricType, String, String)>> = HashMap::new();
+    let mut period = Instant::now();
+    let mut kept_up = false;
+    let mut stopping: Option<Instant> = None;
+
+    loop {
+        while let Ok((records, ts)) = done_rx.try_recv() {
+            for r in records {
+                if let Some(n) = inflight.get_mut(&r) {
+                    *n -= 1;
+                    if *n == 0 {
+                        inflight.remove(&r);
+                    }
+                }
+            }
+            metrics.last_sent_ts.fetch_max(ts, Relaxed);
+        }
+        let cursor = inflight.keys().next().copied().unwrap_or(dispatched);
+        if cursor != acked && (last_ack_write.elapsed() >= Duration::from_secs(1) || inflight.is_empty()) {
+            let w = wal.clone();
+            let n = name.clone();
+            if let Ok(Ok(())) = tokio::task::spawn_blocking(move || w.ack(&n, cursor)).await {
+                acked = cursor;
+                metrics.cursor_segment.store(cursor.seg, Relaxed);
+                metrics.cursor_offset.store(cursor.off, Relaxed);
+            }
+            last_ack_write = Instant::now();
+        }
+        // The WAL may have dropped data under this endpoint (size cap): jump past it.
+        if let Some(c) = wal.cursor(&name)
+            && c > dispatched
+            && inflight.is_empty()
+        {
+            dispatched = c;
+            if let Ok(r) = wal.reader(c) {
+                reader = r;
+            }
+        }
+        if let Some(since) = stopping {
+            let caught_up = reader.pos() >= wal.end() && inflight.is_empty() && pending.is_empty();
+            if caught_up || since.elapsed() >= flush_deadline {
+                if !caught_up {
+                    tracing::warn!(endpoint = %name, unsent_records = inflight.len(), "remote write: flush deadline reached at shutdown; the rest stays in the WAL and is sent after restart");
+                }
+                break;
+            }
+        }
+        // Lane scaling, between requests only.
+        if period.elapsed() >= Duration::from_secs(10) && inflight.is_empty() && pending.is_empty() {
+            let n = lanes.len() as u64;
+            let want = if kept_up {
+                (n / 2).max(cfg.min_shards)
+            } else {
+                (n * 2).min(cfg.max_shards)
+            };
+            if want != n {
+                drop(std::mem::take(&mut lanes));
+                spawn_lanes(want, &mut lanes, &mut lane_tasks);
+                tracing::debug!(endpoint = %name, lanes = want, "remote write: lanes rescaled");
+            }
+            period = Instant::now();
+            kept_up = false;
+        }
+        let end = *end_rx.borrow();
+        let entry = match reader.next(end) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(endpoint = %name, error = %e, "remote write: reading the WAL failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(entry) = entry else {
+            kept_up = true;
+            // Caught up: send what is packed, then wait for more data or completions.
+            for (lane_no, job) in pending.drain() {
+                if lanes[lane_no].send(job).await.is_err() {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = end_rx.changed() => {}
+                Some((records, ts)) = done_rx.recv() => {
+                    for r in records {
+                        if let Some(n) = inflight.get_mut(&r) {
+                            *n -= 1;
+                            if *n == 0 {
+                                inflight.remove(&r);
+                            }
+                        }
+                    }
+                    metrics.last_sent_ts.fetch_max(ts, Relaxed);
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed(), if stopping.is_none() => {
+                    stopping = Some(Instant::now());
+                }
+            }
+            continue;
+        };
+        if stopping.is_none() && *stop.borrow() {
+            stopping = Some(Instant::now());
+        }
+        dispatched = entry.next;
+        // Record → request data.
+        for md in &entry.batch.metadata {
+            families.insert(
+                md.metric_family.clone(),
+                Arc::new((md.kind, md.help.clone(), md.unit.clone())),
+            );
+        }
+        let mut rec = Record {
+            at: entry.at,
+            target: entry.batch.target,
+            ts: entry.batch.timestamp,
+            series: Vec::new(),
+            metadata: entry
+                .batch
+                .metadata
+                .iter()
+                .map(|m| (m.metric_family.clone(), m.kind, m.help.clone(), m.unit.clone()))
+                .collect(),
+        };
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        for s in &entry.batch.samples {
+            let labels = match series.get(&s.series) {
+                Some(l) => l.clone(),
+                None => {
+                    let Some(raw) = reader.labels(s.series) else {
+                        metrics.dropped_unresolved.fetch_add(1, Relaxed);
+                        continue;
+                    };
+                    let mut b = Builder::from_set(raw);
+                    for l in &external {
+                        if b.get(&l.name).is_empty() {
+                            b.set(&l.name, &l.value);
+                        }
+                    }
+                    let kept = relabel::process(&cfg.write_relabel, &mut b).then(|| Arc::new(b.labels()));
+                    series.insert(s.series, kept.clone());
+                    kept
+                }
+            };
+            let Some(labels) = labels else {
+                metrics.dropped_relabel.fetch_add(1, Relaxed);
+                continue;
+            };
+            let i = *index.entry(s.series).or_insert_with(|| {
+                let metadata = labels
+                    .metric_name()
+                    .and_then(|n| family_candidates(n).find_map(|f| families.get(f).cloned()));
+                rec.series.push(SeriesData {
+                    labels,
+                    samples: Vec::new(),
+                    exemplars: Vec::new(),
+                    metadata,
+                });
+                rec.series.len() - 1
+            });
+            rec.series[i].samples.push((s.timestamp, s.value));
+        }
+        for e in &entry.batch.exemplars {
+            if let Some(&i) = index.get(&e.series) {
+                rec.series[i]
+                    .exemplars
+                    .push((e.labels.clone(), e.value, e.timestamp));
+            }
+        }
+        // Pack: whole scrapes per request; a scrape bigger than a request is split into
+        // consecutive parts on its lane.
+        let lane_no = (rec.target % lanes.len() as u64) as usize;
+        let n = rec.samples();
+        if let Some(p) = pending.get(&lane_no)
+            && p.payload.samples() + n > max
+        {
+            let job = pending.remove(&lane_no).expect("checked");
+            if lanes[lane_no].send(job).await.is_err() {
+                break;
+            }
+        }
+        if n > max {
+            let mut parts: Vec<Payload> = vec![Payload {
+                series: Vec::new(),
+                metadata: rec.metadata.clone(),
+            }];
+            let mut count = 0;
+            for mut s in rec.series.drain(..) {
+                while !s.samples.is_empty() {
+                    if count == max {
+                        parts.push(Payload::default());
+                        count = 0;
+                    }
+                    let take = (max - count).min(s.samples.len());
+                    let rest = s.samples.split_off(take);
+                    count += take;
+                    let part = SeriesData {
+                        labels: s.labels.clone(),
+                        samples: std::mem::replace(&mut s.samples, rest),
+                        exemplars: std::mem::take(&mut s.exemplars),
+                        metadata: s.metadata.clone(),
+                    };
+                    parts.last_mut().expect("non-empty").series.push(part);
+                }
+            }
+            inflight.insert(rec.at, parts.len());
+            for payload in parts {
+                if lanes[lane_no]
+                    .send(Job {
+                        payload,
+                        records: vec![rec.at],
+                        newest_ts: rec.ts,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        } else {
+            inflight.insert(rec.at, 1);
+            let job = pending.entry(lane_no).or_insert_with(|| Job {
+                payload: Payload::default(),
+                records: Vec::new(),
+                newest_ts: 0,
+            });
+            job.payload.series.extend(rec.series);
+            job.payload.metadata.extend(rec.metadata);
+            job.records.push(rec.at);
+            job.newest_ts = job.newest_ts.max(rec.ts);
+        }
+        if series.len() > 4 * 1024 * 1024 {
+            series.clear(); // bounded memory under churn; entries rebuild on demand
+        }
+    }
+    let _ = hard_tx.send(true);
+    drop(lanes);
+    for t in lane_tasks {
+        let _ = t.await;
+    }
+    let cursor = inflight.keys().next().copied().unwrap_or(dispatched);
+    let w = wal.clone();
+    let n = name.clone();
+    let _ = tokio::task::spawn_blocking(move || w.ack(&n, cursor)).await;
+}
