@@ -102,7 +102,7 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
         let opts = Options {
             sync_interval: cfg.wal.sync_interval,
             max_size: cfg.wal.max_size,
-            segment_size: (cfg.wal.max_size / 16).clamp(64 << 10, 64 << 20),
+            segment_size: (cfg.wal.max_size / 16).clamp(8 << 10, 64 << 20),
         };
         let dir = args.storage.join("wal");
         let (wal, rec) =

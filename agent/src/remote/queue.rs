@@ -250,6 +250,7 @@ pub async fn run(
     let mut inflight: BTreeMap<Pos, usize> = BTreeMap::new();
     let mut dispatched = start;
     let mut acked = start;
+    let mut floor = start;
     let mut last_ack_write = Instant::now();
     let mut pending: HashMap<usize, Job> = HashMap::new();
     let mut series: HashMap<u64, Option<Arc<LabelSet>>> = HashMap::new();
@@ -270,7 +271,8 @@ pub async fn run(
             }
             metrics.last_sent_ts.fetch_max(ts, Relaxed);
         }
-        let cursor = inflight.keys().next().copied().unwrap_or(dispatched);
+        // Never below `floor`: what lies before it was dropped and cannot be re-sent.
+        let cursor = inflight.keys().next().copied().unwrap_or(dispatched).max(floor);
         if cursor != acked && (last_ack_write.elapsed() >= Duration::from_secs(1) || inflight.is_empty()) {
             let w = wal.clone();
             let n = name.clone();
@@ -281,12 +283,13 @@ pub async fn run(
             }
             last_ack_write = Instant::now();
         }
-        // The WAL may have dropped data under this endpoint (size cap): jump past it.
+        // The WAL dropped data under this endpoint (size cap, full disk): skip to where it
+        // resumes at once, closing the deleted segment so its space is really freed.
         if let Some(c) = wal.cursor(&name)
             && c > dispatched
-            && inflight.is_empty()
         {
             dispatched = c;
+            floor = floor.max(c);
             if let Ok(r) = wal.reader(c) {
                 reader = r;
             }
@@ -492,7 +495,7 @@ pub async fn run(
     for t in lane_tasks {
         let _ = t.await;
     }
-    let cursor = inflight.keys().next().copied().unwrap_or(dispatched);
+    let cursor = inflight.keys().next().copied().unwrap_or(dispatched).max(floor);
     let w = wal.clone();
     let n = name.clone();
     let _ = tokio::task::spawn_blocking(move || w.ack(&n, cursor)).await;

@@ -88,6 +88,12 @@ struct Writer {
     /// Endpoint → samples lost to the size cap or a full disk before it sent them.
     dropped: BTreeMap<String, u64>,
     buf: Vec<u8>,
+    /// Start a new segment before the next write (after a disk-full error, so the full
+    /// segment can be dropped or acknowledged away).
+    force_rotate: bool,
+    /// Segment size in force: `Options::segment_size`, lowered after a disk-full error to a
+    /// quarter of what fitted, so sent segments rotate out and free space in time.
+    segment_limit: u64,
 }
 
 pub struct Wal {
@@ -236,7 +242,7 @@ impl Wal {
             .max(max_cursor_seg + 1);
         let wal = Wal {
             dir: dir.to_owned(),
-            opts,
+            opts: opts.clone(),
             w: Mutex::new(Writer {
                 segments,
                 file: None,
@@ -248,6 +254,8 @@ impl Wal {
                 cursors: BTreeMap::new(),
                 dropped: BTreeMap::new(),
                 buf: Vec::new(),
+                force_rotate: false,
+                segment_limit: opts.segment_size,
             }),
             end: watch::channel(Pos { seg: next, off: 0 }).0,
             metrics: WalMetrics::default(),
@@ -282,7 +290,8 @@ impl Wal {
         for d in &batch.new_series {
             w.labels.insert(d.id, (d.labels.clone(), now));
         }
-        if w.file.is_none() || w.cur.off >= self.opts.segment_size {
+        if w.file.is_none() || w.cur.off >= w.segment_limit || w.force_rotate {
+            w.force_rotate = false;
             self.rotate(&mut w)?;
         }
         // Definitions this segment has not stated yet.
@@ -320,7 +329,15 @@ impl Wal {
             self.metrics.write_failures.fetch_add(1, Relaxed);
             self.metrics.dropped_batches.fetch_add(1, Relaxed);
             if e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull {
-                // Disk full: make room by dropping the oldest data, as the size cap would.
+                // Disk full: make room by dropping the oldest data, as the size cap would,
+                // and move on to a fresh segment so the full one can go too.
+                let on_disk: u64 = w.segments.values().map(|s| s.size).sum();
+                w.segment_limit = w.segment_limit.min((on_disk / 4).max(8 << 10));
+                // Close the full segment now so it can be dropped at once; if even an empty
+                // new file cannot be made, rotate before the next write instead.
+                if w.cur.off > 0 && self.rotate(&mut w).is_err() {
+                    w.force_rotate = true;
+                }
                 self.drop_oldest(&mut w, "disk full");
             }
             return Err(e);
