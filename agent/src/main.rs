@@ -38,6 +38,16 @@ struct Args {
     /// How long shutdown keeps sending before leaving the rest in the WAL.
     #[arg(long = "storage.remote.flush-deadline", default_value = "1m", value_parser = dur)]
     flush_deadline: std::time::Duration,
+    /// Also run a receiver in this process, listening here (single-machine setups and the
+    /// quickstart). Off unless given.
+    #[arg(long = "receiver.listen-address")]
+    receiver_listen: Option<String>,
+    /// Storage of the embedded receiver (default: <storage.path>/receiver).
+    #[arg(long = "receiver.storage-path")]
+    receiver_storage: Option<PathBuf>,
+    /// Configuration file of the embedded receiver (tenants, auth, limits, retention).
+    #[arg(long = "receiver.config-file")]
+    receiver_config: Option<PathBuf>,
     /// Print every scrape batch as a JSON line on stdout (for debugging and tests).
     #[arg(long = "debug.dump-batches")]
     dump_batches: bool,
@@ -91,6 +101,32 @@ fn offset_seed(cfg: &Config) -> u64 {
 async fn run(args: Args, cfg: Config) -> Result<(), String> {
     std::fs::create_dir_all(&args.storage)
         .map_err(|e| format!("storage.path {}: {e}", args.storage.display()))?;
+    // The embedded receiver starts first, so the queues find it listening.
+    let (receiver_stop, receiver) = match &args.receiver_listen {
+        Some(listen) => {
+            let config = match &args.receiver_config {
+                Some(p) => ferry_receiver::config::Config::load(p).map_err(|e| e.to_string())?,
+                None => ferry_receiver::config::Config::default(),
+            };
+            let (tx, rx) = oneshot::channel::<()>();
+            let opts = ferry_receiver::server::Options {
+                listen: listen.clone(),
+                storage: args
+                    .receiver_storage
+                    .clone()
+                    .unwrap_or_else(|| args.storage.join("receiver")),
+                config,
+                checkpoint_interval: std::time::Duration::from_secs(60),
+                cache_bytes: 64 << 20,
+            };
+            let running = ferry_receiver::server::start(opts, async {
+                let _ = rx.await;
+            })
+            .await?;
+            (Some(tx), Some(running))
+        }
+        None => (None, None),
+    };
     let (batch_tx, batch_rx) = mpsc::channel::<ScrapeBatch>(1024);
     let (update_tx, mut update_rx) = mpsc::channel::<Update>(256);
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
@@ -163,6 +199,12 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, jobs = cfg.jobs.len(), "ferry-agent listening");
+    if let Some(r) = &receiver {
+        eprintln!(
+            "\nFerry is running (Ctrl-C stops it):\n  targets:  http://{addr}/api/v1/targets\n  agent:    http://{addr}/metrics\n  data:     curl -s 'http://{}/api/v1/query?query=up'\n  export:   curl -s 'http://{}/api/v1/export?match[]={{job=~\".+\"}}'\n",
+            r.addr, r.addr
+        );
+    }
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(listener, router(shared.clone()))
@@ -248,6 +290,11 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
     let _ = queue_stop.send(true);
     for q in queues {
         let _ = q.await;
+    }
+    // Last: the embedded receiver, after the queues have flushed into it.
+    if let (Some(stop), Some(r)) = (receiver_stop, receiver) {
+        let _ = stop.send(());
+        let _ = r.done.await;
     }
     Ok(())
 }

@@ -531,3 +531,47 @@ fn full_disk_is_survived_and_counted() {
     );
     drop(a);
 }
+
+/// README's quickstart, as written: the agent with config.example.yaml and an embedded
+/// receiver; after a few scrapes the receiver answers queries with the agent's own `up`.
+#[test]
+fn quickstart_pipeline_delivers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = std::env::temp_dir().join(format!("ferry-quickstart-{}", std::process::id()));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+        .current_dir(root)
+        .args([
+            "--config.file=config.example.yaml",
+            "--receiver.listen-address=127.0.0.1:9201",
+        ])
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg("--web.listen-address=127.0.0.1:9099")
+        .env("FERRY_SITE", "ci")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(child);
+    wait_until(Duration::from_secs(60), || {
+        let (status, body) = http("127.0.0.1:9201", "GET", "/api/v1/query?query=up");
+        status == 200 && body.contains("\"job\":\"ferry-agent\"") && body.contains("\"site\":\"ci\"")
+    });
+    let (_, body) = http(
+        "127.0.0.1:9201",
+        "GET",
+        "/api/v1/series?match[]=%7Bjob%3D%22ferry-receiver%22%7D",
+    );
+    assert!(
+        body.contains("ferry_receiver_samples_written_total"),
+        "the receiver's own metrics are stored too: {body}"
+    );
+    drop(_guard);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -6,7 +6,8 @@
 //! - [`store`]: the sled store (index, postings, samples, chunks);
 //! - [`read`], [`selector`]: the Prometheus-shaped read API and series selectors;
 //! - [`auth`]: tenants, credentials and rate limits;
-//! - [`config`], [`metrics`], [`app`]: configuration, self-metrics, routes.
+//! - [`config`], [`metrics`], [`app`]: configuration, self-metrics, routes;
+//! - [`server`]: start and stop a receiver (the binary, or embedded in the agent).
 
 pub mod app;
 pub mod auth;
@@ -16,5 +17,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod read;
 pub mod selector;
+pub mod server;
 pub mod store;
 pub mod write;

@@ -1,18 +1,12 @@
 //! `ferry-receiver` command line: flags, start-up, background maintenance, signals.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use clap::Parser;
-use ferry_receiver::app::{App, router};
-use ferry_receiver::auth::{Auth, RateLimiter};
 use ferry_receiver::config::Config;
-use ferry_receiver::metrics::Metrics;
 use ferry_receiver::selector::parse_duration;
-use ferry_receiver::store::Store;
-use ferry_receiver::write::now_ms;
+use ferry_receiver::server::{Options, start};
 
 /// Remote-Write 1.0/2.0 storage receiver on an embedded sled store, with a Prometheus-shaped
 /// read API. Every write is on disk before it is answered 2xx.
@@ -71,60 +65,15 @@ async fn run(args: Args) -> Result<(), String> {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    if config.tls.is_some() {
-        return Err(
-            "tls: serving TLS is not supported by this build yet; terminate TLS in front of the receiver"
-                .into(),
-        );
-    }
-    let auth = Auth::new(&config)?;
-    let store = Store::open(&args.storage, args.cache_mib << 20)
-        .map_err(|e| format!("opening store {}: {e}", args.storage.display()))?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(App {
-        store: Arc::new(store),
+    let opts = Options {
+        listen: args.listen,
+        storage: args.storage,
         config,
-        auth,
-        limiter: RateLimiter::default(),
-        metrics: Metrics::default(),
-    });
-    tracing::info!(%addr, storage = %args.storage.display(), series = app.store.series_count(), "ferry-receiver listening");
-    tokio::spawn(maintenance(app.clone(), args.checkpoint_interval));
-
-    axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server: {e}"))?;
-    app.store.sync().await.map_err(|e| format!("final flush: {e}"))?;
-    tracing::info!("ferry-receiver stopped");
-    Ok(())
-}
-
-/// Checkpoints and retention, off the request path.
-async fn maintenance(app: Arc<App>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let a = app.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let compacted = a.store.checkpoint()?;
-            let deleted = a.store.delete_before(now_ms() - a.config.retention.0)?;
-            Ok::<_, ferry_receiver::store::StoreError>((compacted, deleted))
-        })
-        .await;
-        match done {
-            Ok(Ok((c, d))) => {
-                app.metrics.checkpointed_log_records.fetch_add(c as u64, Relaxed);
-                app.metrics.retention_deleted.fetch_add(d as u64, Relaxed);
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed; will retry next interval"),
-            Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
-        }
-    }
+        checkpoint_interval: args.checkpoint_interval,
+        cache_bytes: args.cache_mib << 20,
+    };
+    let running = start(opts, shutdown_signal()).await?;
+    running.done.await.map_err(|e| format!("server task: {e}"))?
 }
 
 async fn shutdown_signal() {
