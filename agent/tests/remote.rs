@@ -575,3 +575,30 @@ fn quickstart_pipeline_delivers() {
     drop(_guard);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Two endpoints, one dead: the live one gets every scrape; the dead one's backlog waits in
+/// the WAL under its own cursor and arrives, complete, when it comes back.
+#[test]
+fn a_dead_endpoint_never_blocks_a_live_one() {
+    let t = Target::start(Reply::text("g 1\n"));
+    let live = Receiver::start();
+    let dead = Receiver::start();
+    dead.refuse(true);
+    let cfg = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - {{url: '{}', name: live}}\n  - {{url: '{}', name: dead, queue_config: {{min_backoff: 100ms, max_backoff: 300ms}}}}\n",
+        t.addr,
+        live.url(),
+        dead.url()
+    );
+    let _a = Agent::start("twoends", &cfg);
+    wait_until(Duration::from_secs(20), || {
+        accepted_up(&live.requests()).len() >= 4
+    });
+    assert!(accepted_up(&dead.requests()).is_empty());
+    dead.refuse(false);
+    let sent_live = accepted_up(&live.requests());
+    wait_until(Duration::from_secs(20), || {
+        let got = accepted_up(&dead.requests());
+        sent_live.iter().all(|t| got.contains(t))
+    });
+}

@@ -17,6 +17,49 @@ pub struct SeriesData {
     pub exemplars: Vec<(LabelSet, f64, i64)>,
     /// (type, help, unit) of the series' metric family, when known.
     pub metadata: Option<Arc<(MetricType, String, String)>>,
+    /// RW2 `start_timestamp` (ms) from the family's OpenMetrics `_created` series; 0 = unset.
+    pub start_timestamp: i64,
+}
+
+/// Sets `start_timestamp` of counter, summary and histogram series from the `<family>_created`
+/// series scraped alongside them (same labels, `le` and `quantile` aside).
+pub fn apply_created(series: &mut [SeriesData]) {
+    fn key(ls: &LabelSet, family: &str) -> String {
+        let mut k = family.to_owned();
+        for l in ls
+            .iter()
+            .filter(|l| !matches!(l.name.as_str(), "__name__" | "le" | "quantile"))
+        {
+            k.push('\u{0}');
+            k.push_str(&l.name);
+            k.push('=');
+            k.push_str(&l.value);
+        }
+        k
+    }
+    let created: std::collections::HashMap<String, f64> = series
+        .iter()
+        .filter_map(|s| {
+            let family = s.labels.metric_name()?.strip_suffix("_created")?;
+            let v = s.samples.last()?.1;
+            v.is_finite().then(|| (key(&s.labels, family), v))
+        })
+        .collect();
+    if created.is_empty() {
+        return;
+    }
+    for s in series.iter_mut() {
+        let Some(name) = s.labels.metric_name() else {
+            continue;
+        };
+        let family = ["_total", "_count", "_sum", "_bucket"]
+            .iter()
+            .find_map(|suf| name.strip_suffix(suf));
+        if let Some(v) = family.and_then(|f| created.get(&key(&s.labels, f))) {
+            // 0 means unset on the wire; the spec says to send 1 ms for the epoch itself.
+            s.start_timestamp = ((v * 1000.0) as i64).max(1);
+        }
+    }
 }
 
 /// What one request carries, kept decoded so it can be re-encoded (RW2 → RW1 fallback).
@@ -114,7 +157,7 @@ impl Payload {
                         .map(|&(timestamp, value)| rw2::Sample {
                             value,
                             timestamp,
-                            start_timestamp: 0,
+                            start_timestamp: s.start_timestamp,
                         })
                         .collect(),
                     histograms: Vec::new(),
@@ -153,6 +196,7 @@ mod tests {
                 samples: vec![(1, 1.0), (2, ferry_protocol::STALE_NAN)],
                 exemplars: vec![(LabelSet::from_pairs([("trace_id", "t")]).unwrap(), 1.0, 1)],
                 metadata: Some(Arc::new((MetricType::Gauge, "Up.".into(), String::new()))),
+                start_timestamp: 0,
             }],
             metadata: vec![],
         };
@@ -170,5 +214,37 @@ mod tests {
         assert_eq!(r2.timeseries[0].metadata.unwrap().r#type, 2);
         assert_eq!(r2.timeseries[0].exemplars.len(), 1);
         assert!(family_candidates("http_requests_total").any(|f| f == "http_requests"));
+    }
+
+    #[test]
+    fn created_series_become_start_timestamps() {
+        let sd = |pairs: &[(&str, &str)], v: f64| SeriesData {
+            labels: Arc::new(LabelSet::from_pairs(pairs.iter().copied()).unwrap()),
+            samples: vec![(2_000_000, v)],
+            exemplars: vec![],
+            metadata: None,
+            start_timestamp: 0,
+        };
+        let mut series = vec![
+            sd(&[("__name__", "req_total"), ("code", "200")], 5.0),
+            sd(&[("__name__", "req_created"), ("code", "200")], 1520872607.123),
+            sd(&[("__name__", "req_total"), ("code", "500")], 1.0),
+            sd(&[("__name__", "lat_bucket"), ("le", "0.5")], 3.0),
+            sd(&[("__name__", "lat_created")], 1000.0),
+        ];
+        apply_created(&mut series);
+        assert_eq!(series[0].start_timestamp, 1_520_872_607_123);
+        assert_eq!(series[2].start_timestamp, 0, "no _created for code=500");
+        assert_eq!(
+            series[3].start_timestamp, 1_000_000,
+            "le is ignored when matching"
+        );
+        let mut t = SymbolTable::new();
+        let r = Payload {
+            series,
+            metadata: vec![],
+        }
+        .rw2(&mut t);
+        assert_eq!(r.timeseries[0].samples[0].start_timestamp, 1_520_872_607_123);
     }
 }

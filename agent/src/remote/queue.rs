@@ -412,6 +412,7 @@ pub async fn run(
                     samples: Vec::new(),
                     exemplars: Vec::new(),
                     metadata,
+                    start_timestamp: 0,
                 });
                 rec.series.len() - 1
             });
@@ -424,6 +425,7 @@ pub async fn run(
                     .push((e.labels.clone(), e.value, e.timestamp));
             }
         }
+        super::encode::apply_created(&mut rec.series);
         // Pack: whole scrapes per request; a scrape bigger than a request is split into
         // consecutive parts on its lane.
         let lane_no = (rec.target % lanes.len() as u64) as usize;
@@ -456,6 +458,7 @@ pub async fn run(
                         samples: std::mem::replace(&mut s.samples, rest),
                         exemplars: std::mem::take(&mut s.exemplars),
                         metadata: s.metadata.clone(),
+                        start_timestamp: s.start_timestamp,
                     };
                     parts.last_mut().expect("non-empty").series.push(part);
                 }
