@@ -20,9 +20,7 @@ fn node_exporter(round: u64) -> String {
     let mut s = String::new();
     s.push_str("# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n# TYPE node_cpu_seconds_total counter\n");
     for cpu in 0..64 {
-        for mode in [
-            "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
-        ] {
+        for mode in ["idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"] {
             let _ = writeln!(
                 s,
                 "node_cpu_seconds_total{{cpu=\"{cpu}\",mode=\"{mode}\"}} {}",
@@ -50,11 +48,7 @@ fn node_exporter(round: u64) -> String {
     }
     s.push_str("# TYPE node_disk_io_time_seconds_total counter\n");
     for i in 0..400 {
-        let _ = writeln!(
-            s,
-            "node_disk_io_time_seconds_total{{device=\"dm-{i}\"}} {}.25",
-            i as u64 + round
-        );
+        let _ = writeln!(s, "node_disk_io_time_seconds_total{{device=\"dm-{i}\"}} {}.25", i as u64 + round);
     }
     s
 }
@@ -108,19 +102,14 @@ fn main() {
     let ids = Arc::new(AtomicU64::new(1));
     println!("| exposition | series | samples/s per core (cache hits) | ns/sample |");
     println!("|---|---|---|---|");
-    for (name, make) in [
-        ("node_exporter-like", node_exporter as fn(u64) -> String),
-        ("kube-state-metrics-like", ksm),
-    ] {
+    for (name, make) in
+        [("node_exporter-like", node_exporter as fn(u64) -> String), ("kube-state-metrics-like", ksm)]
+    {
         let bodies: Vec<String> = (0..8).map(make).collect();
         let public = LabelSet::from_pairs([("instance", "10.1.2.3:9100"), ("job", "bench")]).unwrap();
         let mut st = TargetState::new(public, 1, ids.clone());
         fn fetched(b: &str) -> Fetched<'_> {
-            Fetched::Body {
-                body: b,
-                content_type: Some("text/plain; version=0.0.4"),
-                decoded_len: b.len(),
-            }
+            Fetched::Body { body: b, content_type: Some("text/plain; version=0.0.4"), decoded_len: b.len() }
         }
         let warm = st.scrape(&job, fetched(&bodies[0]), 1000, 1000, 0.0);
         assert!(warm.error.is_none(), "{:?}", warm.error);
@@ -129,22 +118,12 @@ fn main() {
         let start = Instant::now();
         let mut samples = 0usize;
         for i in 0..iters {
-            let b = st.scrape(
-                &job,
-                fetched(&bodies[i % bodies.len()]),
-                2000 + i as i64 * 15_000,
-                0,
-                0.0,
-            );
+            let b = st.scrape(&job, fetched(&bodies[i % bodies.len()]), 2000 + i as i64 * 15_000, 0, 0.0);
             samples += b.samples.len();
             std::hint::black_box(&b);
         }
         let secs = start.elapsed().as_secs_f64();
-        println!(
-            "| {name} | {series} | {:.0} | {:.0} |",
-            samples as f64 / secs,
-            secs * 1e9 / samples as f64
-        );
+        println!("| {name} | {series} | {:.0} | {:.0} |", samples as f64 / secs, secs * 1e9 / samples as f64);
     }
 
     if std::env::args().any(|a| a == "--cpu-only") {
@@ -157,23 +136,14 @@ fn main() {
         let mut st = TargetState::new(public, 1, ids.clone());
         let b = st.scrape(
             &job,
-            Fetched::Body {
-                body: &body,
-                content_type: Some("text/plain"),
-                decoded_len: body.len(),
-            },
+            Fetched::Body { body: &body, content_type: Some("text/plain"), decoded_len: body.len() },
             1,
             1,
             0.0,
         );
         b.new_series
             .iter()
-            .map(|d| {
-                d.labels
-                    .iter()
-                    .map(|l| l.name.len() + l.value.len())
-                    .sum::<usize>()
-            })
+            .map(|d| d.labels.iter().map(|l| l.name.len() + l.value.len()).sum::<usize>())
             .sum::<usize>()
             / b.new_series.len()
     };
@@ -188,11 +158,7 @@ fn main() {
         let mut st = TargetState::new(public, t, ids.clone());
         let b = st.scrape(
             &job,
-            Fetched::Body {
-                body: &body,
-                content_type: Some("text/plain"),
-                decoded_len: body.len(),
-            },
+            Fetched::Body { body: &body, content_type: Some("text/plain"), decoded_len: body.len() },
             1,
             1,
             0.0,

@@ -38,9 +38,7 @@ impl Dumper {
             .map(|s| {
                 let labels = self.series.get(&s.series).map_or(Value::Null, |ls| {
                     Value::Object(
-                        ls.iter()
-                            .map(|l| (l.name.clone(), Value::String(l.value.clone())))
-                            .collect(),
+                        ls.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect(),
                     )
                 });
                 json!({"labels": labels, "t": s.timestamp, "v": value(s.value)})

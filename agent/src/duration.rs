@@ -38,17 +38,13 @@ pub fn parse_ms(s: &str) -> Result<u64, String> {
             return Err(bad());
         }
         // Units must come largest first, each at most once.
-        let pos = UNITS[next_unit..]
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(|| {
-                if UNITS.iter().any(|(u, _)| *u == unit) {
-                    bad()
-                } else {
-                    format!("unknown unit {unit:?} in duration {s:?}")
-                }
-            })?
-            + next_unit;
+        let pos = UNITS[next_unit..].iter().position(|(u, _)| *u == unit).ok_or_else(|| {
+            if UNITS.iter().any(|(u, _)| *u == unit) {
+                bad()
+            } else {
+                format!("unknown unit {unit:?} in duration {s:?}")
+            }
+        })? + next_unit;
         next_unit = pos + 1;
         total = n
             .checked_mul(UNITS[pos].1)
@@ -105,11 +101,7 @@ mod tests {
         assert_eq!(parse_ms("1500ms").unwrap(), 1500);
         assert!(parse_ms("1.5s").is_err());
         assert!(parse_ms("30s1m").is_err(), "units must be largest first");
-        assert!(
-            parse_ms("2notseconds")
-                .unwrap_err()
-                .contains("unknown unit \"notseconds\"")
-        );
+        assert!(parse_ms("2notseconds").unwrap_err().contains("unknown unit \"notseconds\""));
         assert_eq!(format_ms(90_000), "1m30s");
         assert_eq!(format_ms(14 * 86_400_000), "2w");
         assert_eq!(format_ms(1500), "1s500ms");

@@ -18,11 +18,7 @@ pub struct Builder {
 impl Builder {
     /// Starts from `base`, which must be sorted by name without duplicates.
     pub fn new(base: Vec<Label>) -> Builder {
-        Builder {
-            base,
-            del: Vec::new(),
-            add: Vec::new(),
-        }
+        Builder { base, del: Vec::new(), add: Vec::new() }
     }
 
     pub fn from_set(set: &LabelSet) -> Builder {
@@ -46,9 +42,7 @@ impl Builder {
         if self.del.iter().any(|d| d == name) {
             return "";
         }
-        self.base
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .map_or("", |i| self.base[i].value.as_str())
+        self.base.binary_search_by(|l| l.name.as_str().cmp(name)).map_or("", |i| self.base[i].value.as_str())
     }
 
     /// True if `name` is present, even with an empty value in the base (Prometheus `Has`).

@@ -111,10 +111,7 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
             let (tx, rx) = oneshot::channel::<()>();
             let opts = ferry_receiver::server::Options {
                 listen: listen.clone(),
-                storage: args
-                    .receiver_storage
-                    .clone()
-                    .unwrap_or_else(|| args.storage.join("receiver")),
+                storage: args.receiver_storage.clone().unwrap_or_else(|| args.storage.join("receiver")),
                 config,
                 checkpoint_interval: std::time::Duration::from_secs(60),
                 cache_bytes: 64 << 20,
@@ -377,10 +374,7 @@ async fn consume(
         }
         m.samples_scraped.fetch_add(b.samples.len() as u64, Relaxed);
         m.stale_markers.fetch_add(
-            b.samples
-                .iter()
-                .filter(|s| ferry_protocol::is_stale(s.value))
-                .count() as u64,
+            b.samples.iter().filter(|s| ferry_protocol::is_stale(s.value)).count() as u64,
             Relaxed,
         );
         m.series_defined.fetch_add(b.new_series.len() as u64, Relaxed);

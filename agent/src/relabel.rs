@@ -131,10 +131,7 @@ impl Rule {
             regex_src,
             modulus: raw.modulus.unwrap_or(0),
             target_label: raw.target_label.clone().unwrap_or_default(),
-            replacement: raw
-                .replacement
-                .clone()
-                .unwrap_or_else(|| DEFAULT_REPLACEMENT.into()),
+            replacement: raw.replacement.clone().unwrap_or_else(|| DEFAULT_REPLACEMENT.into()),
             action,
             scheme,
         };
@@ -148,9 +145,7 @@ impl Rule {
                 | Action::DropEqual
         );
         if needs_target && rule.target_label.is_empty() {
-            return Err(format!(
-                "relabel configuration for {a} action requires 'target_label' value"
-            ));
+            return Err(format!("relabel configuration for {a} action requires 'target_label' value"));
         }
         if action == Action::HashMod && rule.modulus == 0 {
             return Err("relabel configuration for hashmod requires non-zero modulus".into());
@@ -176,13 +171,8 @@ impl Rule {
         {
             return Err(format!("{t:?} is invalid 'target_label' for {a} action"));
         }
-        if matches!(
-            action,
-            Action::Lowercase | Action::Uppercase | Action::KeepEqual | Action::DropEqual
-        ) && raw
-            .replacement
-            .as_deref()
-            .is_some_and(|r| r != DEFAULT_REPLACEMENT)
+        if matches!(action, Action::Lowercase | Action::Uppercase | Action::KeepEqual | Action::DropEqual)
+            && raw.replacement.as_deref().is_some_and(|r| r != DEFAULT_REPLACEMENT)
         {
             return Err(format!("'replacement' can not be set for {a} action"));
         }
@@ -200,10 +190,7 @@ impl Rule {
                 || !rule.target_label.is_empty()
                 || raw.modulus.is_some_and(|m| m != 0)
                 || raw.separator.as_deref().is_some_and(|s| s != DEFAULT_SEPARATOR)
-                || raw
-                    .replacement
-                    .as_deref()
-                    .is_some_and(|r| r != DEFAULT_REPLACEMENT))
+                || raw.replacement.as_deref().is_some_and(|r| r != DEFAULT_REPLACEMENT))
         {
             return Err(format!("{a} action requires only 'regex', and no other fields"));
         }
@@ -278,10 +265,7 @@ pub fn expand(template: &str, re: &Regex, caps: &Captures<'_>, out: &mut String)
             Some((name, num, used)) => {
                 let group = match num {
                     Some(n) => caps.get(n),
-                    None => re
-                        .capture_names()
-                        .position(|n| n == Some(name))
-                        .and_then(|i| caps.get(i)),
+                    None => re.capture_names().position(|n| n == Some(name)).and_then(|i| caps.get(i)),
                 };
                 if let Some(m) = group {
                     out.push_str(m.as_str());
@@ -410,9 +394,7 @@ mod tests {
 
     fn rules(yaml: &str) -> Vec<Rule> {
         let raw: Vec<RawRule> = serde_yaml::from_str(yaml).unwrap();
-        raw.iter()
-            .map(|r| Rule::new(r, NameValidation::Utf8).unwrap())
-            .collect()
+        raw.iter().map(|r| Rule::new(r, NameValidation::Utf8).unwrap()).collect()
     }
 
     fn run(yaml: &str, input: &[(&str, &str)]) -> Option<String> {
@@ -432,28 +414,12 @@ mod tests {
             r#"{a="foo", env="prod"}"#
         );
         assert_eq!(
-            run(
-                "[{target_label: env, replacement: prod, regex: '(.*)'}]",
-                &[("a", "foo")]
-            )
-            .unwrap(),
+            run("[{target_label: env, replacement: prod, regex: '(.*)'}]", &[("a", "foo")]).unwrap(),
             r#"{a="foo", env="prod"}"#
         );
         // G-R05 anchoring
-        assert_eq!(
-            run(
-                "[{source_labels: [a], regex: 'foo|bar', action: keep}]",
-                &[("a", "foobar")]
-            ),
-            None
-        );
-        assert!(
-            run(
-                "[{source_labels: [a], regex: 'foo|bar', action: keep}]",
-                &[("a", "bar")]
-            )
-            .is_some()
-        );
+        assert_eq!(run("[{source_labels: [a], regex: 'foo|bar', action: keep}]", &[("a", "foobar")]), None);
+        assert!(run("[{source_labels: [a], regex: 'foo|bar', action: keep}]", &[("a", "bar")]).is_some());
         // G-R06 DOTALL
         assert_eq!(
             run(
@@ -465,11 +431,7 @@ mod tests {
         );
         // G-R07 join with missing labels
         assert_eq!(
-            run(
-                "[{source_labels: [a, b, c], target_label: d}]",
-                &[("a", "x"), ("c", "z")]
-            )
-            .unwrap(),
+            run("[{source_labels: [a, b, c], target_label: d}]", &[("a", "x"), ("c", "z")]).unwrap(),
             r#"{a="x", c="z", d="x;;z"}"#
         );
         assert!(
@@ -495,67 +457,41 @@ mod tests {
         );
         // G-R10 labelmap clash: the later-visited source wins.
         assert_eq!(
-            run(
-                "[{regex: '.*_(x)', action: labelmap}]",
-                &[("a_x", "1"), ("b_x", "2")]
-            )
-            .unwrap(),
+            run("[{regex: '.*_(x)', action: labelmap}]", &[("a_x", "1"), ("b_x", "2")]).unwrap(),
             r#"{a_x="1", b_x="2", x="2"}"#
         );
         assert_eq!(
-            run(
-                "[{regex: '__meta_(.+)', action: labelmap}]",
-                &[("__meta_app", "new"), ("app", "old")]
-            )
-            .unwrap(),
+            run("[{regex: '__meta_(.+)', action: labelmap}]", &[("__meta_app", "new"), ("app", "old")])
+                .unwrap(),
             r#"{__meta_app="new", app="new"}"#
         );
         // G-R11
         assert_eq!(
-            run(
-                "[{regex: 'a.*', action: labeldrop}]",
-                &[("a", "1"), ("ab", "2"), ("b", "3")]
-            )
-            .unwrap(),
+            run("[{regex: 'a.*', action: labeldrop}]", &[("a", "1"), ("ab", "2"), ("b", "3")]).unwrap(),
             r#"{b="3"}"#
         );
         assert_eq!(
-            run(
-                "[{regex: '__name__|a', action: labelkeep}]",
-                &[("__name__", "m"), ("a", "1"), ("b", "3")]
-            )
-            .unwrap(),
+            run("[{regex: '__name__|a', action: labelkeep}]", &[("__name__", "m"), ("a", "1"), ("b", "3")])
+                .unwrap(),
             r#"{__name__="m", a="1"}"#
         );
         // G-R12
         let ports = [("__port1", "1234"), ("__port2", "5678"), ("__tmp_port", "1234")];
         assert!(
-            run(
-                "[{source_labels: [__tmp_port], target_label: __port1, action: keepequal}]",
-                &ports
-            )
-            .is_some()
+            run("[{source_labels: [__tmp_port], target_label: __port1, action: keepequal}]", &ports)
+                .is_some()
         );
         assert!(
-            run(
-                "[{source_labels: [__tmp_port], target_label: __port2, action: keepequal}]",
-                &ports
-            )
-            .is_none()
+            run("[{source_labels: [__tmp_port], target_label: __port2, action: keepequal}]", &ports)
+                .is_none()
         );
         assert!(
-            run(
-                "[{source_labels: [__tmp_port], target_label: __port1, action: dropequal}]",
-                &ports
-            )
-            .is_none()
+            run("[{source_labels: [__tmp_port], target_label: __port1, action: dropequal}]", &ports)
+                .is_none()
         );
         assert!(
-            run(
-                "[{source_labels: [__tmp_port], target_label: __port2, action: dropequal}]",
-                &ports
-            )
-            .is_some()
+            run("[{source_labels: [__tmp_port], target_label: __port2, action: dropequal}]", &ports)
+                .is_some()
         );
         assert!(
             run(
@@ -564,20 +500,11 @@ mod tests {
             )
             .is_none()
         );
-        assert!(
-            run(
-                "[{source_labels: [x], target_label: y, action: keepequal}]",
-                &[("a", "1")]
-            )
-            .is_some()
-        );
+        assert!(run("[{source_labels: [x], target_label: y, action: keepequal}]", &[("a", "1")]).is_some());
         // G-R14
         assert_eq!(
-            run(
-                "[{source_labels: [nope], target_label: t, action: lowercase}]",
-                &[("a", "1"), ("t", "X")]
-            )
-            .unwrap(),
+            run("[{source_labels: [nope], target_label: t, action: lowercase}]", &[("a", "1"), ("t", "X")])
+                .unwrap(),
             r#"{a="1"}"#
         );
         // G-R16
@@ -592,11 +519,7 @@ mod tests {
             .contains(r#"name="value""#)
         );
         assert_eq!(
-            run(
-                &format!("[{{source_labels: [a], {re}, target_label: '${{3}}'}}]"),
-                &a
-            )
-            .unwrap(),
+            run(&format!("[{{source_labels: [a], {re}, target_label: '${{3}}'}}]"), &a).unwrap(),
             r#"{a="some-name-value"}"#
         );
         assert_eq!(
@@ -637,11 +560,8 @@ mod tests {
         assert_eq!(hashmod("10.0.0.1:9100", 3), 2);
         assert_eq!(hashmod("", 1000), 958);
         assert_eq!(
-            run(
-                "[{source_labels: [c], target_label: d, modulus: 1000, action: hashmod}]",
-                &[("c", "baz")]
-            )
-            .unwrap(),
+            run("[{source_labels: [c], target_label: d, modulus: 1000, action: hashmod}]", &[("c", "baz")])
+                .unwrap(),
             r#"{c="baz", d="976"}"#
         );
     }
@@ -705,18 +625,12 @@ mod tests {
         // Legacy: an invalid expanded target is a silent no-op at runtime.
         let raw: Vec<RawRule> =
             serde_yaml::from_str("[{source_labels: [a], target_label: '${1}', replacement: v}]").unwrap();
-        let legacy: Vec<Rule> = raw
-            .iter()
-            .map(|r| Rule::new(r, NameValidation::Legacy).unwrap())
-            .collect();
+        let legacy: Vec<Rule> = raw.iter().map(|r| Rule::new(r, NameValidation::Legacy).unwrap()).collect();
         let mut b = Builder::from_set(&LabelSet::from_pairs([("a", "foo-bar")]).unwrap());
         assert!(process(&legacy, &mut b));
         assert_eq!(b.labels().to_string(), r#"{a="foo-bar"}"#);
         let mut b = Builder::from_set(&LabelSet::from_pairs([("a", "foo-bar")]).unwrap());
-        assert!(process(
-            &rules("[{source_labels: [a], target_label: '${1}', replacement: v}]"),
-            &mut b
-        ));
+        assert!(process(&rules("[{source_labels: [a], target_label: '${1}', replacement: v}]"), &mut b));
         assert_eq!(b.labels().to_string(), r#"{a="foo-bar", foo-bar="v"}"#);
     }
 }

@@ -56,20 +56,13 @@ async fn reload(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     }
     match rx.await {
         Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to reload config: {e}\n"),
-        ),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}\n")),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned()),
     }
 }
 
 fn labels_json(ls: &LabelSet) -> Value {
-    Value::Object(
-        ls.iter()
-            .map(|l| (l.name.clone(), Value::String(l.value.clone())))
-            .collect(),
-    )
+    Value::Object(ls.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect())
 }
 
 /// RFC 3339 with milliseconds, UTC.
@@ -138,47 +131,27 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let m = &s.metrics;
     for (name, help, v) in [
         ("ferry_scrapes_total", "Scrapes attempted.", &m.scrapes),
-        (
-            "ferry_scrape_failures_total",
-            "Scrapes that failed (up=0).",
-            &m.scrape_failures,
-        ),
+        ("ferry_scrape_failures_total", "Scrapes that failed (up=0).", &m.scrape_failures),
         (
             "ferry_samples_scraped_total",
             "Samples produced by scrapes, report series and stale markers included.",
             &m.samples_scraped,
         ),
-        (
-            "ferry_stale_markers_total",
-            "Stale markers written.",
-            &m.stale_markers,
-        ),
+        ("ferry_stale_markers_total", "Stale markers written.", &m.stale_markers),
         (
             "ferry_scrape_batches_total",
             "Scrape batches handed on (one per scrape, plus end-of-run batches).",
             &m.batches,
         ),
-        (
-            "ferry_series_defined_total",
-            "Series definitions announced.",
-            &m.series_defined,
-        ),
-        (
-            "ferry_config_reloads_total",
-            "Successful configuration reloads.",
-            &m.reloads,
-        ),
+        ("ferry_series_defined_total", "Series definitions announced.", &m.series_defined),
+        ("ferry_config_reloads_total", "Successful configuration reloads.", &m.reloads),
         (
             "ferry_config_reload_failures_total",
             "Failed configuration reloads (the old config stays).",
             &m.reload_failures,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
     }
     let _ = writeln!(
         out,
@@ -205,57 +178,30 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         let _ = writeln!(out, "ferry_target_limit_exceeded{{job=\"{job}\"}} 1");
     }
     render_storage(&s, &mut out);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        out,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }
 
 /// (name, type, help, getter) of one per-endpoint series.
-type MetricLine = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::remote::queue::EndpointMetrics) -> f64,
-);
+type MetricLine =
+    (&'static str, &'static str, &'static str, fn(&crate::remote::queue::EndpointMetrics) -> f64);
 
 /// WAL and per-endpoint remote-write metrics.
 fn render_storage(s: &Shared, out: &mut String) {
     if let Some(wal) = &s.wal {
         let w = &wal.metrics;
         for (name, help, v) in [
-            (
-                "ferry_wal_records_written_total",
-                "WAL records (scrape batches) written.",
-                &w.records_written,
-            ),
-            (
-                "ferry_wal_bytes_written_total",
-                "WAL bytes written.",
-                &w.bytes_written,
-            ),
-            (
-                "ferry_wal_samples_written_total",
-                "Samples written to the WAL.",
-                &w.samples_written,
-            ),
+            ("ferry_wal_records_written_total", "WAL records (scrape batches) written.", &w.records_written),
+            ("ferry_wal_bytes_written_total", "WAL bytes written.", &w.bytes_written),
+            ("ferry_wal_samples_written_total", "Samples written to the WAL.", &w.samples_written),
             ("ferry_wal_fsyncs_total", "WAL fsyncs (group commits).", &w.fsyncs),
             (
                 "ferry_wal_write_failures_total",
                 "WAL writes that failed (disk full, I/O error); the batch was dropped.",
                 &w.write_failures,
             ),
-            (
-                "ferry_wal_segments_deleted_total",
-                "WAL segments deleted.",
-                &w.segments_deleted,
-            ),
+            ("ferry_wal_segments_deleted_total", "WAL segments deleted.", &w.segments_deleted),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
         let _ = writeln!(
             out,
@@ -289,51 +235,31 @@ fn render_storage(s: &Shared, out: &mut String) {
         }
     }
     let series: [MetricLine; 9] = [
-        (
-            "ferry_remote_samples_sent_total",
-            "counter",
-            "Samples sent and accepted.",
-            |m| m.samples_sent.load(Relaxed) as f64,
-        ),
-        (
-            "ferry_remote_bytes_sent_total",
-            "counter",
-            "Compressed request bytes sent and accepted.",
-            |m| m.bytes_sent.load(Relaxed) as f64,
-        ),
-        (
-            "ferry_remote_requests_sent_total",
-            "counter",
-            "Requests accepted.",
-            |m| m.requests_sent.load(Relaxed) as f64,
-        ),
-        (
-            "ferry_remote_retries_total",
-            "counter",
-            "Requests retried (5xx, 429, network errors).",
-            |m| m.retries.load(Relaxed) as f64,
-        ),
+        ("ferry_remote_samples_sent_total", "counter", "Samples sent and accepted.", |m| {
+            m.samples_sent.load(Relaxed) as f64
+        }),
+        ("ferry_remote_bytes_sent_total", "counter", "Compressed request bytes sent and accepted.", |m| {
+            m.bytes_sent.load(Relaxed) as f64
+        }),
+        ("ferry_remote_requests_sent_total", "counter", "Requests accepted.", |m| {
+            m.requests_sent.load(Relaxed) as f64
+        }),
+        ("ferry_remote_retries_total", "counter", "Requests retried (5xx, 429, network errors).", |m| {
+            m.retries.load(Relaxed) as f64
+        }),
         (
             "ferry_remote_relabel_dropped_samples_total",
             "counter",
             "Samples dropped by write_relabel_configs.",
             |m| m.dropped_relabel.load(Relaxed) as f64,
         ),
-        ("ferry_remote_lanes", "gauge", "Parallel request lanes.", |m| {
-            m.lanes.load(Relaxed) as f64
+        ("ferry_remote_lanes", "gauge", "Parallel request lanes.", |m| m.lanes.load(Relaxed) as f64),
+        ("ferry_remote_rw1_fallback", "gauge", "1 when the endpoint fell back from RW2 to RW1.", |m| {
+            f64::from(u8::from(m.using_rw1_fallback.load(Relaxed)))
         }),
-        (
-            "ferry_remote_rw1_fallback",
-            "gauge",
-            "1 when the endpoint fell back from RW2 to RW1.",
-            |m| f64::from(u8::from(m.using_rw1_fallback.load(Relaxed))),
-        ),
-        (
-            "ferry_remote_cursor_segment",
-            "gauge",
-            "WAL segment of the endpoint's cursor.",
-            |m| m.cursor_segment.load(Relaxed) as f64,
-        ),
+        ("ferry_remote_cursor_segment", "gauge", "WAL segment of the endpoint's cursor.", |m| {
+            m.cursor_segment.load(Relaxed) as f64
+        }),
         (
             "ferry_remote_last_sent_timestamp_seconds",
             "gauge",
@@ -353,11 +279,7 @@ fn render_storage(s: &Shared, out: &mut String) {
     );
     for (ep, m) in &endpoints {
         let last = m.last_sent_ts.load(Relaxed);
-        let lag = if last > 0 {
-            (now - last) as f64 / 1000.0
-        } else {
-            0.0
-        };
+        let lag = if last > 0 { (now - last) as f64 / 1000.0 } else { 0.0 };
         let _ = writeln!(out, "ferry_remote_lag_seconds{{endpoint=\"{ep}\"}} {lag}");
     }
 }

@@ -17,9 +17,8 @@ const SEC: Duration = Duration::from_secs(1);
 
 #[test]
 fn scrapes_real_targets_with_labels_report_series_and_headers() {
-    let t = Target::start(Reply::text(
-        "# HELP m A gauge.\n# TYPE m gauge\nm{job=\"x\",a=\"1\"} 42\nother 1\n",
-    ));
+    let t =
+        Target::start(Reply::text("# HELP m A gauge.\n# TYPE m gauge\nm{job=\"x\",a=\"1\"} 42\nother 1\n"));
     let cfg = format!(
         "global: {{scrape_interval: 1s, external_labels: {{cluster: c1}}}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{}'], labels: {{env: test}}}}]\n",
         t.addr
@@ -62,28 +61,16 @@ fn scrapes_real_targets_with_labels_report_series_and_headers() {
     assert_eq!(at["discoveredLabels"]["__address__"], t.addr);
     assert_eq!(at["scrapeInterval"], "1s");
     let (_, metrics) = http(&a.web, "GET", "/metrics");
-    assert!(
-        metrics.contains("ferry_targets{job=\"app\",health=\"up\"} 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("ferry_targets{job=\"app\",health=\"up\"} 1"), "{metrics}");
 }
 
 #[test]
 fn failing_slow_gzip_and_oversize_targets() {
     let ok = "a 1\nb 2\n";
     let failing = Target::start(Reply::text(ok));
-    let slow = Target::start(Reply {
-        delay: Duration::from_millis(1500),
-        ..Reply::text(ok)
-    });
-    let gz = Target::start(Reply {
-        gzip: true,
-        ..Reply::text(ok)
-    });
-    let big = Target::start(Reply {
-        gzip: true,
-        ..Reply::text(&"x 1\n".repeat(100))
-    });
+    let slow = Target::start(Reply { delay: Duration::from_millis(1500), ..Reply::text(ok) });
+    let gz = Target::start(Reply { gzip: true, ..Reply::text(ok) });
+    let big = Target::start(Reply { gzip: true, ..Reply::text(&"x 1\n".repeat(100)) });
     let cfg = format!(
         "global: {{scrape_interval: 2s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: t\n    static_configs: [{{targets: ['{}', '{}', '{}']}}]\n  - job_name: big\n    body_size_limit: 100B\n    static_configs: [{{targets: ['{}']}}]\n",
         failing.addr, slow.addr, gz.addr, big.addr
@@ -94,30 +81,20 @@ fn failing_slow_gzip_and_oversize_targets() {
     // First round: failing serves fine, then turns to 500 and must stale a and b.
     while seen.len() < 4 && Instant::now() < deadline {
         let b = a.next_batch(10 * SEC);
-        let inst = sample(&b, "up").unwrap()["labels"]["instance"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let inst = sample(&b, "up").unwrap()["labels"]["instance"].as_str().unwrap().to_owned();
         seen.entry(inst).or_insert(b);
     }
     assert_eq!(up(&seen[&failing.addr]), 1.0);
     assert_eq!(up(&seen[&gz.addr]), 1.0, "gzip bodies are decoded");
     assert_eq!(sample(&seen[&gz.addr], "b").unwrap()["v"], 2.0);
     assert_eq!(up(&seen[&slow.addr]), 0.0);
-    assert!(
-        seen[&slow.addr]["error"].as_str().unwrap().contains("deadline"),
-        "{}",
-        seen[&slow.addr]
-    );
+    assert!(seen[&slow.addr]["error"].as_str().unwrap().contains("deadline"), "{}", seen[&slow.addr]);
     assert_eq!(up(&seen[&big.addr]), 0.0);
     assert_eq!(seen[&big.addr]["error"], "body size limit exceeded");
     failing.set(Reply::status(500));
     let b = a.wait_for(10 * SEC, |b| has_instance(b, &failing.addr));
     assert_eq!(up(&b), 0.0);
-    assert_eq!(
-        b["error"],
-        "server returned HTTP status 500 Internal Server Error"
-    );
+    assert_eq!(b["error"], "server returned HTTP status 500 Internal Server Error");
     let stale: Vec<&str> = b["samples"]
         .as_array()
         .unwrap()
@@ -130,13 +107,7 @@ fn failing_slow_gzip_and_oversize_targets() {
     failing.set(Reply::text("a 3\nb 4\n"));
     let b = a.wait_for(10 * SEC, |b| has_instance(b, &failing.addr) && up(b) == 1.0);
     assert_eq!(sample(&b, "a").unwrap()["v"], 3.0);
-    assert!(
-        b["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["v"] != "StaleNaN")
-    );
+    assert!(b["samples"].as_array().unwrap().iter().all(|s| s["v"] != "StaleNaN"));
 }
 
 #[test]
@@ -147,10 +118,7 @@ fn disappearing_target_gets_end_of_run_markers_and_reload_keeps_unchanged_jobs()
     let sd = dir.join("targets.json");
     std::fs::write(
         &sd,
-        format!(
-            r#"[{{"targets": ["{}", "{}"], "labels": {{"team": "a"}}}}]"#,
-            t1.addr, t2.addr
-        ),
+        format!(r#"[{{"targets": ["{}", "{}"], "labels": {{"team": "a"}}}}]"#, t1.addr, t2.addr),
     )
     .unwrap();
     let cfg = format!(
@@ -160,21 +128,12 @@ fn disappearing_target_gets_end_of_run_markers_and_reload_keeps_unchanged_jobs()
     let a = Agent::start("eor", &cfg);
     let b = a.wait_for(10 * SEC, |b| has_instance(b, &t1.addr));
     assert_eq!(sample(&b, "gone_soon").unwrap()["labels"]["team"], "a");
-    std::fs::write(
-        &sd,
-        format!(r#"[{{"targets": ["{}"], "labels": {{"team": "a"}}}}]"#, t2.addr),
-    )
-    .unwrap();
+    std::fs::write(&sd, format!(r#"[{{"targets": ["{}"], "labels": {{"team": "a"}}}}]"#, t2.addr)).unwrap();
     // ~2 intervals later: stale markers for the series and the five report series.
-    let b = a.wait_for(15 * SEC, |b| {
-        has_instance(b, &t1.addr) && sample(b, "up").unwrap()["v"] == "StaleNaN"
-    });
-    let names: Vec<&str> = b["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["labels"]["__name__"].as_str().unwrap())
-        .collect();
+    let b =
+        a.wait_for(15 * SEC, |b| has_instance(b, &t1.addr) && sample(b, "up").unwrap()["v"] == "StaleNaN");
+    let names: Vec<&str> =
+        b["samples"].as_array().unwrap().iter().map(|s| s["labels"]["__name__"].as_str().unwrap()).collect();
     assert_eq!(
         names,
         [
@@ -186,13 +145,7 @@ fn disappearing_target_gets_end_of_run_markers_and_reload_keeps_unchanged_jobs()
             "scrape_series_added"
         ]
     );
-    assert!(
-        b["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["v"] == "StaleNaN")
-    );
+    assert!(b["samples"].as_array().unwrap().iter().all(|s| s["v"] == "StaleNaN"));
 
     // Reload with the same job config: the remaining loop keeps its state (no new series
     // definitions, no stale markers); a broken config is refused and the old one stays.
@@ -202,26 +155,12 @@ fn disappearing_target_gets_end_of_run_markers_and_reload_keeps_unchanged_jobs()
     let after2 = a.wait_for(10 * SEC, |b| has_instance(b, &t2.addr));
     for b in [&after, &after2] {
         assert_eq!(b["new_series"], 0, "{b}");
-        assert!(
-            b["samples"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|s| s["v"] != "StaleNaN"),
-            "{b}"
-        );
+        assert!(b["samples"].as_array().unwrap().iter().all(|s| s["v"] != "StaleNaN"), "{b}");
     }
-    std::fs::write(
-        a.dir.join("agent.yaml"),
-        "scrape_configs:\n  - job_name: files\n    bogus: 1\n",
-    )
-    .unwrap();
+    std::fs::write(a.dir.join("agent.yaml"), "scrape_configs:\n  - job_name: files\n    bogus: 1\n").unwrap();
     let (status, body) = http(&a.web, "POST", "/-/reload");
     assert_eq!(status, 500);
-    assert!(
-        body.contains("agent.yaml:3:5") && body.contains("bogus"),
-        "{body}"
-    );
+    assert!(body.contains("agent.yaml:3:5") && body.contains("bogus"), "{body}");
     a.wait_for(10 * SEC, |b| has_instance(b, &t2.addr));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -232,33 +171,21 @@ fn openmetrics_and_content_type_fallback() {
         content_type: Some("application/openmetrics-text; version=1.0.0"),
         ..Reply::text("# TYPE c counter\nc_total 5 1700000000.5 # {trace_id=\"t1\"} 1\n# EOF\n")
     });
-    let bare = Target::start(Reply {
-        content_type: None,
-        ..Reply::text("n 7\n")
-    });
+    let bare = Target::start(Reply { content_type: None, ..Reply::text("n 7\n") });
     let cfg = format!(
         "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: om\n    static_configs: [{{targets: ['{}']}}]\n  - job_name: bare\n    static_configs: [{{targets: ['{}']}}]\n  - job_name: fallback\n    fallback_scrape_protocol: PrometheusText0.0.4\n    static_configs: [{{targets: ['{}']}}]\n",
         om.addr, bare.addr, bare.addr
     );
     let a = Agent::start("om", &cfg);
-    let b = a.wait_for(10 * SEC, |b| {
-        sample(b, "up").is_some_and(|s| s["labels"]["job"] == "om")
-    });
+    let b = a.wait_for(10 * SEC, |b| sample(b, "up").is_some_and(|s| s["labels"]["job"] == "om"));
     assert_eq!(up(&b), 1.0, "{b}");
     let c = sample(&b, "c_total").unwrap();
-    assert_eq!(
-        (c["t"].as_i64(), c["v"].as_f64()),
-        (Some(1_700_000_000_500), Some(5.0))
-    );
+    assert_eq!((c["t"].as_i64(), c["v"].as_f64()), (Some(1_700_000_000_500), Some(5.0)));
     assert_eq!(b["exemplars"], 1);
-    let b = a.wait_for(10 * SEC, |b| {
-        sample(b, "up").is_some_and(|s| s["labels"]["job"] == "bare")
-    });
+    let b = a.wait_for(10 * SEC, |b| sample(b, "up").is_some_and(|s| s["labels"]["job"] == "bare"));
     assert_eq!(up(&b), 0.0);
     assert!(b["error"].as_str().unwrap().contains("blank Content-Type"), "{b}");
-    let b = a.wait_for(10 * SEC, |b| {
-        sample(b, "up").is_some_and(|s| s["labels"]["job"] == "fallback")
-    });
+    let b = a.wait_for(10 * SEC, |b| sample(b, "up").is_some_and(|s| s["labels"]["job"] == "fallback"));
     assert_eq!(up(&b), 1.0);
     assert_eq!(sample(&b, "n").unwrap()["v"], 7.0);
 }
@@ -274,21 +201,11 @@ fn config_errors_and_check() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}:6:", p.display())) && err.contains("invalid regex"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{}:6:", p.display())) && err.contains("invalid regex"), "{err}");
     let good = dir.join("good.yaml");
-    std::fs::write(
-        &good,
-        "scrape_configs: [{job_name: x, static_configs: [{targets: ['h:1']}]}]\n",
-    )
-    .unwrap();
+    std::fs::write(&good, "scrape_configs: [{job_name: x, static_configs: [{targets: ['h:1']}]}]\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
-        .args([
-            format!("--config.file={}", good.display()),
-            "--config.check".into(),
-        ])
+        .args([format!("--config.file={}", good.display()), "--config.check".into()])
         .output()
         .unwrap();
     assert!(out.status.success());

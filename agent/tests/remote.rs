@@ -29,18 +29,10 @@ struct Answer {
 
 impl Answer {
     fn ok() -> Answer {
-        Answer {
-            status: 204,
-            retry_after: None,
-            written: true,
-        }
+        Answer { status: 204, retry_after: None, written: true }
     }
     fn status(s: u16) -> Answer {
-        Answer {
-            status: s,
-            retry_after: None,
-            written: true,
-        }
+        Answer { status: s, retry_after: None, written: true }
     }
 }
 
@@ -70,10 +62,7 @@ struct Receiver {
 impl Receiver {
     fn start() -> Receiver {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let r = Receiver {
-            addr: l.local_addr().unwrap().to_string(),
-            state: Default::default(),
-        };
+        let r = Receiver { addr: l.local_addr().unwrap().to_string(), state: Default::default() };
         let r2 = r.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
@@ -123,23 +112,14 @@ impl Receiver {
                     headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
                 }
             }
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
             let mut body = vec![0; len];
             if r.read_exact(&mut body).is_err() {
                 return;
             }
             let proto = parse_content_type(headers.get("content-type").map(String::as_str)).unwrap();
             let samples = decode(proto, &body);
-            let answer = self
-                .state
-                .lock()
-                .unwrap()
-                .script
-                .pop_front()
-                .unwrap_or_else(Answer::ok);
+            let answer = self.state.lock().unwrap().script.pop_front().unwrap_or_else(Answer::ok);
             let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: 0\r\n", answer.status);
             if let Some(ra) = answer.retry_after {
                 head.push_str(&format!("Retry-After: {ra}\r\n"));
@@ -168,9 +148,7 @@ fn decode(proto: WriteProto, body: &[u8]) -> Vec<(String, i64, u64)> {
         WriteProto::V1 => {
             let req: rw1::WriteRequest = decode_body(body, 64 << 20).unwrap();
             for ts in req.timeseries {
-                let ls = ferry_protocol::LabelSet::from_labels(ts.labels)
-                    .unwrap()
-                    .to_string();
+                let ls = ferry_protocol::LabelSet::from_labels(ts.labels).unwrap().to_string();
                 for s in ts.samples {
                     out.push((ls.clone(), s.timestamp, s.value.to_bits()));
                 }
@@ -179,9 +157,7 @@ fn decode(proto: WriteProto, body: &[u8]) -> Vec<(String, i64, u64)> {
         WriteProto::V2 => {
             let req: rw2::Request = decode_body(body, 64 << 20).unwrap();
             for ts in req.timeseries {
-                let ls = resolve_label_set(&ts.labels_refs, &req.symbols)
-                    .unwrap()
-                    .to_string();
+                let ls = resolve_label_set(&ts.labels_refs, &req.symbols).unwrap().to_string();
                 for s in ts.samples {
                     out.push((ls.clone(), s.timestamp, s.value.to_bits()));
                 }
@@ -195,12 +171,7 @@ fn decode(proto: WriteProto, body: &[u8]) -> Vec<(String, i64, u64)> {
 fn accepted_up(reqs: &[Request]) -> Vec<i64> {
     reqs.iter()
         .filter(|r| (200..300).contains(&r.status))
-        .flat_map(|r| {
-            r.samples
-                .iter()
-                .filter(|s| s.0.starts_with("{__name__=\"up\""))
-                .map(|s| s.1)
-        })
+        .flat_map(|r| r.samples.iter().filter(|s| s.0.starts_with("{__name__=\"up\"")).map(|s| s.1))
         .collect()
 }
 
@@ -235,10 +206,7 @@ fn one_scrape_per_request_in_order_with_the_spec_headers() {
         assert_eq!(r.samples.len(), 55, "one whole scrape per request");
         let ts: std::collections::HashSet<i64> = r.samples.iter().map(|s| s.1).collect();
         assert_eq!(ts.len(), 1, "exactly one scrape in the request");
-        assert!(
-            r.samples.iter().all(|s| s.0.contains("site=\"edge\"")),
-            "external labels"
-        );
+        assert!(r.samples.iter().all(|s| s.0.contains("site=\"edge\"")), "external labels");
         assert_eq!(r.headers["content-encoding"], "snappy");
         assert_eq!(r.headers["content-type"], "application/x-protobuf");
         assert_eq!(r.headers["x-prometheus-remote-write-version"], "0.1.0");
@@ -255,11 +223,7 @@ fn retries_carry_the_same_samples_and_4xx_is_not_retried() {
     rx.script(&[
         Answer::status(500),
         Answer::ok(),
-        Answer {
-            status: 429,
-            retry_after: Some("2"),
-            written: true,
-        },
+        Answer { status: 429, retry_after: Some("2"), written: true },
         Answer::ok(),
         Answer::status(400),
     ]);
@@ -269,30 +233,17 @@ fn retries_carry_the_same_samples_and_4xx_is_not_retried() {
     let first_ts = |r: &Request| r.samples[0].1;
     // 500 → the next request is the same scrape, marked as a retry.
     assert_eq!(reqs[0].status, 500);
-    assert_eq!(
-        first_ts(&reqs[1]),
-        first_ts(&reqs[0]),
-        "a retry carries the same samples"
-    );
-    assert_eq!(
-        reqs[1].headers.get("retry-attempt").map(String::as_str),
-        Some("1")
-    );
+    assert_eq!(first_ts(&reqs[1]), first_ts(&reqs[0]), "a retry carries the same samples");
+    assert_eq!(reqs[1].headers.get("retry-attempt").map(String::as_str), Some("1"));
     // 429 with Retry-After: 2 → the same scrape again, no sooner than 2 s later.
     assert_eq!(reqs[2].status, 429);
     assert_eq!(first_ts(&reqs[3]), first_ts(&reqs[2]));
     let waited = reqs[3].at - reqs[2].at;
-    assert!(
-        waited >= Duration::from_millis(1900),
-        "Retry-After honoured: waited {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(1900), "Retry-After honoured: waited {waited:?}");
     // 400 → dropped; that scrape never comes back.
     assert_eq!(reqs[4].status, 400);
     let rejected = first_ts(&reqs[4]);
-    assert!(
-        reqs[5..].iter().all(|r| first_ts(r) != rejected),
-        "a 400 is not retried"
-    );
+    assert!(reqs[5..].iter().all(|r| first_ts(r) != rejected), "a 400 is not retried");
     assert!(!reqs[5].headers.contains_key("retry-attempt"));
 }
 
@@ -301,9 +252,7 @@ fn outage_then_kill9_then_recovery_loses_nothing() {
     let t = Target::start(Reply::text(&exposition(20)));
     let rx = Receiver::start();
     let mut a = Agent::start("outage", &config(&t.addr, &rx, "wal: {sync_interval: 100ms}\n"));
-    wait_until(Duration::from_secs(20), || {
-        !accepted_up(&rx.requests()).is_empty()
-    });
+    wait_until(Duration::from_secs(20), || !accepted_up(&rx.requests()).is_empty());
     rx.refuse(true);
     // Scrapes made during the outage (the agent keeps scraping: batches on stdout).
     let during: Vec<i64> = (0..4)
@@ -329,20 +278,10 @@ fn outage_then_kill9_then_recovery_loses_nothing() {
     up.sort_unstable();
     up.dedup();
     let dups = len_with_dups - up.len();
-    assert!(
-        dups <= 2,
-        "only in-flight requests may be re-sent: {dups} duplicates"
-    );
-    let before_kill: Vec<i64> = up
-        .iter()
-        .copied()
-        .filter(|t| *t <= *during.last().unwrap())
-        .collect();
+    assert!(dups <= 2, "only in-flight requests may be re-sent: {dups} duplicates");
+    let before_kill: Vec<i64> = up.iter().copied().filter(|t| *t <= *during.last().unwrap()).collect();
     for w in before_kill.windows(2) {
-        assert!(
-            w[1] - w[0] <= 1500,
-            "gap in delivered scrapes before the kill: {w:?}"
-        );
+        assert!(w[1] - w[0] <= 1500, "gap in delivered scrapes before the kill: {w:?}");
     }
     // Per series, timestamps arrive in order (excluding exact re-sends).
     let reqs = rx.requests();
@@ -359,17 +298,9 @@ fn outage_then_kill9_then_recovery_loses_nothing() {
 
 #[test]
 fn rw2_falls_back_to_rw1_on_415_and_on_missing_written_headers() {
-    for (tag, answer) in [
-        ("f415", Answer::status(415)),
-        (
-            "fnohdr",
-            Answer {
-                status: 204,
-                retry_after: None,
-                written: false,
-            },
-        ),
-    ] {
+    for (tag, answer) in
+        [("f415", Answer::status(415)), ("fnohdr", Answer { status: 204, retry_after: None, written: false })]
+    {
         let t = Target::start(Reply::text("g 1\n"));
         let rx = Receiver::start();
         rx.script(&[answer]);
@@ -385,15 +316,10 @@ fn rw2_falls_back_to_rw1_on_415_and_on_missing_written_headers() {
         assert_eq!(reqs[0].proto, WriteProto::V2);
         assert_eq!(reqs[1].proto, WriteProto::V1, "{tag}: re-sent as RW1");
         assert_eq!(reqs[1].samples, reqs[0].samples, "{tag}: the same data");
-        assert!(
-            reqs[2..].iter().all(|r| r.proto == WriteProto::V1),
-            "{tag}: stays on RW1"
-        );
+        assert!(reqs[2..].iter().all(|r| r.proto == WriteProto::V1), "{tag}: stays on RW1");
         let (_, metrics) = http(&a.web, "GET", "/metrics");
         assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with("ferry_remote_rw1_fallback{") && l.ends_with(" 1")),
+            metrics.lines().any(|l| l.starts_with("ferry_remote_rw1_fallback{") && l.ends_with(" 1")),
             "{metrics}"
         );
     }
@@ -404,10 +330,7 @@ fn torn_wal_tail_is_repaired_on_start_and_the_cap_drops_and_counts() {
     let t = Target::start(Reply::text(&exposition(2000)));
     let rx = Receiver::start();
     rx.refuse(true);
-    let mut a = Agent::start(
-        "cap",
-        &config(&t.addr, &rx, "wal: {max_size: 64KB, sync_interval: 100ms}\n"),
-    );
+    let mut a = Agent::start("cap", &config(&t.addr, &rx, "wal: {max_size: 64KB, sync_interval: 100ms}\n"));
     // With the receiver down the WAL fills past its cap: the oldest data goes, counted.
     wait_until(Duration::from_secs(40), || {
         let (_, m) = http(&a.web, "GET", "/metrics");
@@ -481,29 +404,22 @@ fn full_disk_is_survived_and_counted() {
     }
     let _guard = Unmount(data.clone());
     // A cap larger than the filesystem, so the disk fills before the cap acts.
-    let cfg = config(&t.addr, &rx, "wal: {max_size: 100MB, sync_interval: 100ms}\n").replace(
-        "scrape_interval: 1s",
-        "scrape_interval: 200ms, scrape_timeout: 200ms",
-    );
+    let cfg = config(&t.addr, &rx, "wal: {max_size: 100MB, sync_interval: 100ms}\n")
+        .replace("scrape_interval: 1s", "scrape_interval: 200ms, scrape_timeout: 200ms");
     std::fs::write(dir.join("agent.yaml"), cfg).unwrap();
     let web = format!("127.0.0.1:{}", free_port());
     let a = Agent::spawn(dir.clone(), web);
     wait_until(Duration::from_secs(60), || {
         let (_, m) = http(&a.web, "GET", "/metrics");
-        m.lines()
-            .any(|l| l.starts_with("ferry_wal_write_failures_total ") && !l.ends_with(" 0"))
+        m.lines().any(|l| l.starts_with("ferry_wal_write_failures_total ") && !l.ends_with(" 0"))
     });
     // Still alive, still scraping.
     assert_eq!(http(&a.web, "GET", "/-/healthy").0, 200);
-    a.wait_for(Duration::from_secs(10), |b| {
-        b["samples"].as_array().is_some_and(|s| !s.is_empty())
-    });
+    a.wait_for(Duration::from_secs(10), |b| b["samples"].as_array().is_some_and(|s| !s.is_empty()));
     // Space returns when the receiver takes the backlog and segments are deleted.
     rx.refuse(false);
     let before = accepted_up(&rx.requests()).len();
-    wait_until(Duration::from_secs(60), || {
-        accepted_up(&rx.requests()).len() >= before + 3
-    });
+    wait_until(Duration::from_secs(60), || accepted_up(&rx.requests()).len() >= before + 3);
     let (_, m) = http(&a.web, "GET", "/metrics");
     let failures_now: u64 = m
         .lines()
@@ -525,10 +441,7 @@ fn full_disk_is_survived_and_counted() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(
-        failures_now, failures_later,
-        "writes succeed again once space is back"
-    );
+    assert_eq!(failures_now, failures_later, "writes succeed again once space is back");
     drop(a);
 }
 
@@ -540,10 +453,7 @@ fn quickstart_pipeline_delivers() {
     let dir = std::env::temp_dir().join(format!("ferry-quickstart-{}", std::process::id()));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
         .current_dir(root)
-        .args([
-            "--config.file=config.example.yaml",
-            "--receiver.listen-address=127.0.0.1:9201",
-        ])
+        .args(["--config.file=config.example.yaml", "--receiver.listen-address=127.0.0.1:9201"])
         .arg(format!("--storage.path={}", dir.display()))
         .arg("--web.listen-address=127.0.0.1:9099")
         .env("FERRY_SITE", "ci")
@@ -563,11 +473,7 @@ fn quickstart_pipeline_delivers() {
         let (status, body) = http("127.0.0.1:9201", "GET", "/api/v1/query?query=up");
         status == 200 && body.contains("\"job\":\"ferry-agent\"") && body.contains("\"site\":\"ci\"")
     });
-    let (_, body) = http(
-        "127.0.0.1:9201",
-        "GET",
-        "/api/v1/series?match[]=%7Bjob%3D%22ferry-receiver%22%7D",
-    );
+    let (_, body) = http("127.0.0.1:9201", "GET", "/api/v1/series?match[]=%7Bjob%3D%22ferry-receiver%22%7D");
     assert!(
         body.contains("ferry_receiver_samples_written_total"),
         "the receiver's own metrics are stored too: {body}"
@@ -591,9 +497,7 @@ fn a_dead_endpoint_never_blocks_a_live_one() {
         dead.url()
     );
     let _a = Agent::start("twoends", &cfg);
-    wait_until(Duration::from_secs(20), || {
-        accepted_up(&live.requests()).len() >= 4
-    });
+    wait_until(Duration::from_secs(20), || accepted_up(&live.requests()).len() >= 4);
     assert!(accepted_up(&dead.requests()).is_empty());
     dead.refuse(false);
     let sent_live = accepted_up(&live.requests());

@@ -127,17 +127,13 @@ pub fn parse_content_type(value: Option<&str>) -> Result<WriteProto, ContentType
         if param.is_empty() {
             continue;
         }
-        let (key, val) = param
-            .split_once('=')
-            .ok_or_else(|| ContentTypeError::MalformedParameter(param.to_owned()))?;
+        let (key, val) =
+            param.split_once('=').ok_or_else(|| ContentTypeError::MalformedParameter(param.to_owned()))?;
         if !key.trim().eq_ignore_ascii_case("proto") {
             continue; // e.g. charset: meaningless for protobuf, harmless.
         }
         let val = val.trim();
-        let val = val
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(val);
+        let val = val.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(val);
         proto = WriteProto::from_message_name(val)
             .ok_or_else(|| ContentTypeError::UnknownProto(val.to_owned()))?;
     }
@@ -176,23 +172,11 @@ mod tests {
             (Some("Application/X-Protobuf"), WriteProto::V1),
             (Some(CONTENT_TYPE_RW1_EXPLICIT), WriteProto::V1),
             (Some(CONTENT_TYPE_RW2), WriteProto::V2),
-            (
-                Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"),
-                WriteProto::V2,
-            ),
-            (
-                Some("application/x-protobuf ;  proto = io.prometheus.write.v2.Request ;"),
-                WriteProto::V2,
-            ),
-            (
-                Some("application/x-protobuf;proto=\"io.prometheus.write.v2.Request\""),
-                WriteProto::V2,
-            ),
+            (Some("application/x-protobuf; proto=io.prometheus.write.v2.Request"), WriteProto::V2),
+            (Some("application/x-protobuf ;  proto = io.prometheus.write.v2.Request ;"), WriteProto::V2),
+            (Some("application/x-protobuf;proto=\"io.prometheus.write.v2.Request\""), WriteProto::V2),
             (Some("application/x-protobuf;charset=utf-8"), WriteProto::V1),
-            (
-                Some("application/x-protobuf;PROTO=io.prometheus.write.v2.Request"),
-                WriteProto::V2,
-            ),
+            (Some("application/x-protobuf;PROTO=io.prometheus.write.v2.Request"), WriteProto::V2),
         ];
         for (input, want) in ok {
             assert_eq!(parse_content_type(input), Ok(want), "{input:?}");
@@ -201,10 +185,7 @@ mod tests {
             parse_content_type(Some("application/json")),
             Err(ContentTypeError::UnsupportedMediaType(m)) if m == "application/json"
         ));
-        assert!(matches!(
-            parse_content_type(Some("yolo")),
-            Err(ContentTypeError::UnsupportedMediaType(_))
-        ));
+        assert!(matches!(parse_content_type(Some("yolo")), Err(ContentTypeError::UnsupportedMediaType(_))));
         assert!(matches!(
             parse_content_type(Some("application/x-protobuf;proto=yolo")),
             Err(ContentTypeError::UnknownProto(p)) if p == "yolo"
@@ -222,10 +203,7 @@ mod tests {
         assert!(check_content_encoding(None).is_ok());
         assert!(check_content_encoding(Some("snappy")).is_ok());
         assert!(check_content_encoding(Some(" Snappy ")).is_ok());
-        assert_eq!(
-            check_content_encoding(Some("gzip")),
-            Err(UnsupportedEncoding("gzip".into()))
-        );
+        assert_eq!(check_content_encoding(Some("gzip")), Err(UnsupportedEncoding("gzip".into())));
         assert!(check_content_encoding(Some("zstd")).is_err());
     }
 

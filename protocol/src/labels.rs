@@ -108,10 +108,7 @@ impl LabelSet {
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.0[i].value.as_str())
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.0[i].value.as_str())
     }
 
     /// The value of `__name__`, if present.
@@ -252,16 +249,10 @@ mod tests {
 
         let ls = LabelSet::from_pairs([("__name__", "job.name"), ("job name", "x")]).unwrap();
         assert!(ls.validate(Utf8).is_ok());
-        assert_eq!(
-            ls.validate(Legacy),
-            Err(LabelError::InvalidMetricName("job.name".into()))
-        );
+        assert_eq!(ls.validate(Legacy), Err(LabelError::InvalidMetricName("job.name".into())));
         let no_name = LabelSet::from_pairs([("job", "x")]).unwrap();
         assert_eq!(no_name.validate(Utf8), Err(LabelError::MissingMetricName));
         let bad_label = LabelSet::from_pairs([("__name__", "up"), ("a-b", "x")]).unwrap();
-        assert_eq!(
-            bad_label.validate(Legacy),
-            Err(LabelError::InvalidLabelName("a-b".into()))
-        );
+        assert_eq!(bad_label.validate(Legacy), Err(LabelError::InvalidLabelName("a-b".into())));
     }
 }

@@ -40,9 +40,8 @@ pub fn decode_block_into(input: &[u8], limit: usize, out: &mut Vec<u8>) -> Resul
     }
     out.clear();
     out.resize(len, 0);
-    let written = snap::raw::Decoder::new()
-        .decompress(input, out)
-        .map_err(|e| SnappyError::Corrupt(e.to_string()))?;
+    let written =
+        snap::raw::Decoder::new().decompress(input, out).map_err(|e| SnappyError::Corrupt(e.to_string()))?;
     out.truncate(written);
     Ok(())
 }
@@ -62,9 +61,7 @@ pub struct BlockEncoder {
 
 impl Default for BlockEncoder {
     fn default() -> Self {
-        BlockEncoder {
-            inner: snap::raw::Encoder::new(),
-        }
+        BlockEncoder { inner: snap::raw::Encoder::new() }
     }
 }
 
@@ -79,10 +76,7 @@ impl BlockEncoder {
     pub fn encode_into(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.resize(snap::raw::max_compress_len(input.len()), 0);
-        let n = self
-            .inner
-            .compress(input, out)
-            .expect("output buffer sized by max_compress_len");
+        let n = self.inner.compress(input, out).expect("output buffer sized by max_compress_len");
         out.truncate(n);
     }
 }
@@ -110,29 +104,17 @@ mod tests {
         let mut w = snap::write::FrameEncoder::new(Vec::new());
         std::io::Write::write_all(&mut w, b"hello hello hello").unwrap();
         let framed = w.into_inner().unwrap();
-        assert_eq!(
-            decode_block(&framed, DEFAULT_MAX_DECODED_SIZE),
-            Err(SnappyError::Framed)
-        );
+        assert_eq!(decode_block(&framed, DEFAULT_MAX_DECODED_SIZE), Err(SnappyError::Framed));
     }
 
     #[test]
     fn oversize_is_rejected_before_allocating() {
         let enc = encode_block(&vec![7u8; 4096]);
-        assert_eq!(
-            decode_block(&enc, 4095),
-            Err(SnappyError::TooLarge {
-                len: 4096,
-                limit: 4095
-            })
-        );
+        assert_eq!(decode_block(&enc, 4095), Err(SnappyError::TooLarge { len: 4096, limit: 4095 }));
         assert!(decode_block(&enc, 4096).is_ok());
         // A header that claims ~4 GiB with no data behind it.
         let liar = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
-        assert!(matches!(
-            decode_block(&liar, DEFAULT_MAX_DECODED_SIZE),
-            Err(SnappyError::TooLarge { .. })
-        ));
+        assert!(matches!(decode_block(&liar, DEFAULT_MAX_DECODED_SIZE), Err(SnappyError::TooLarge { .. })));
     }
 
     #[test]
@@ -140,14 +122,8 @@ mod tests {
         let mut enc = encode_block(b"some protobuf bytes, some protobuf bytes");
         let last = enc.len() - 1;
         enc.truncate(last);
-        assert!(matches!(
-            decode_block(&enc, DEFAULT_MAX_DECODED_SIZE),
-            Err(SnappyError::Corrupt(_))
-        ));
-        assert!(matches!(
-            decode_block(b"0garbage", DEFAULT_MAX_DECODED_SIZE),
-            Err(SnappyError::Corrupt(_))
-        ));
+        assert!(matches!(decode_block(&enc, DEFAULT_MAX_DECODED_SIZE), Err(SnappyError::Corrupt(_))));
+        assert!(matches!(decode_block(b"0garbage", DEFAULT_MAX_DECODED_SIZE), Err(SnappyError::Corrupt(_))));
     }
 
     #[test]

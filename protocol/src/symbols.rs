@@ -22,9 +22,7 @@ pub struct SymbolTable {
 
 impl std::fmt::Debug for SymbolTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SymbolTable")
-            .field("len", &self.strings.len())
-            .finish()
+        f.debug_struct("SymbolTable").field("len", &self.strings.len()).finish()
     }
 }
 
@@ -47,11 +45,7 @@ impl SymbolTable {
 
     /// The index of `s`, adding it if it is new.
     pub fn symbolize(&mut self, s: &str) -> u32 {
-        let SymbolTable {
-            strings,
-            index,
-            hasher,
-        } = self;
+        let SymbolTable { strings, index, hasher } = self;
         let hash = hasher.hash_one(s);
         if let Some(&i) = index.find(hash, |&i| strings[i as usize] == s) {
             return i;
@@ -115,10 +109,7 @@ pub fn resolve_ref(index: u32, symbols: &[String]) -> Result<&str, SymbolError> 
     symbols
         .get(index as usize)
         .map(String::as_str)
-        .ok_or(SymbolError::OutOfRange {
-            index,
-            size: symbols.len(),
-        })
+        .ok_or(SymbolError::OutOfRange { index, size: symbols.len() })
 }
 
 /// Resolves `[name_ref, value_ref]*` into pairs, in the order given (not sorted).
@@ -129,9 +120,7 @@ pub fn resolve_labels<'a>(
     if refs.len() % 2 != 0 {
         return Err(SymbolError::OddLength(refs.len()));
     }
-    refs.chunks_exact(2)
-        .map(|p| Ok((resolve_ref(p[0], symbols)?, resolve_ref(p[1], symbols)?)))
-        .collect()
+    refs.chunks_exact(2).map(|p| Ok((resolve_ref(p[0], symbols)?, resolve_ref(p[1], symbols)?))).collect()
 }
 
 /// Resolves refs into a [`LabelSet`]: sorted (senders may send them unsorted, and Prometheus
@@ -181,22 +170,13 @@ mod tests {
     #[test]
     fn bad_refs_are_errors() {
         let symbols: Vec<String> = ["", "a", "b"].map(String::from).to_vec();
-        assert_eq!(
-            resolve_labels(&[1, 2, 1], &symbols),
-            Err(SymbolError::OddLength(3))
-        );
-        assert_eq!(
-            resolve_labels(&[1, 9], &symbols),
-            Err(SymbolError::OutOfRange { index: 9, size: 3 })
-        );
+        assert_eq!(resolve_labels(&[1, 2, 1], &symbols), Err(SymbolError::OddLength(3)));
+        assert_eq!(resolve_labels(&[1, 9], &symbols), Err(SymbolError::OutOfRange { index: 9, size: 3 }));
         assert_eq!(
             resolve_label_set(&[1, 2, 1, 2], &symbols),
             Err(SymbolError::Labels(LabelError::DuplicateName("a".into())))
         );
-        assert_eq!(
-            resolve_ref(3, &symbols),
-            Err(SymbolError::OutOfRange { index: 3, size: 3 })
-        );
+        assert_eq!(resolve_ref(3, &symbols), Err(SymbolError::OutOfRange { index: 3, size: 3 }));
         assert_eq!(resolve_ref(0, &symbols), Ok(""));
     }
 

@@ -127,14 +127,8 @@ fn rw1_golden_bytes_decode_and_re_encode_identically() {
         timeseries: vec![rw1::TimeSeries {
             labels: vec![rw1::Label::new("__name__", "up"), rw1::Label::new("job", "node")],
             samples: vec![
-                rw1::Sample {
-                    value: 1.0,
-                    timestamp: ts,
-                },
-                rw1::Sample {
-                    value: STALE_NAN,
-                    timestamp: ts + 1000,
-                },
+                rw1::Sample { value: 1.0, timestamp: ts },
+                rw1::Sample { value: STALE_NAN, timestamp: ts + 1000 },
             ],
             exemplars: vec![rw1::Exemplar {
                 labels: vec![rw1::Label::new("trace_id", "abc")],
@@ -147,10 +141,7 @@ fn rw1_golden_bytes_decode_and_re_encode_identically() {
                 schema: -2,
                 zero_threshold: 0.001,
                 zero_count: Some(h1::ZeroCount::ZeroCountFloat(1.5)),
-                negative_spans: vec![rw1::BucketSpan {
-                    offset: -1,
-                    length: 2,
-                }],
+                negative_spans: vec![rw1::BucketSpan { offset: -1, length: 2 }],
                 negative_deltas: vec![1, -1],
                 positive_spans: vec![rw1::BucketSpan { offset: 0, length: 3 }],
                 positive_deltas: vec![1, 2, -3],
@@ -167,10 +158,7 @@ fn rw1_golden_bytes_decode_and_re_encode_identically() {
         }],
     };
     assert_eq!(format!("{got:?}"), format!("{want:?}"));
-    assert!(
-        is_stale(got.timeseries[0].samples[1].value),
-        "stale bits must survive decoding"
-    );
+    assert!(is_stale(got.timeseries[0].samples[1].value), "stale bits must survive decoding");
     // Our encoder must produce exactly the bytes written from the field numbers.
     assert_eq!(want.encode_to_vec(), body);
 }
@@ -178,9 +166,7 @@ fn rw1_golden_bytes_decode_and_re_encode_identically() {
 #[test]
 fn rw2_golden_bytes_decode_and_re_encode_identically() {
     let ts = 1_700_000_000_000i64;
-    let symbols = [
-        "", "__name__", "up", "job", "node", "Health.", "trace_id", "t1", "seconds",
-    ];
+    let symbols = ["", "__name__", "up", "job", "node", "Health.", "trace_id", "t1", "seconds"];
     let mut body = Vec::new();
     for s in symbols {
         pb::bytes(&mut body, 4, s.as_bytes());
@@ -224,16 +210,8 @@ fn rw2_golden_bytes_decode_and_re_encode_identically() {
         timeseries: vec![
             rw2::TimeSeries {
                 labels_refs: vec![1, 2, 3, 4],
-                samples: vec![rw2::Sample {
-                    value: 1.0,
-                    timestamp: ts,
-                    start_timestamp: ts - 60_000,
-                }],
-                exemplars: vec![rw2::Exemplar {
-                    labels_refs: vec![6, 7],
-                    value: 2.0,
-                    timestamp: ts,
-                }],
+                samples: vec![rw2::Sample { value: 1.0, timestamp: ts, start_timestamp: ts - 60_000 }],
+                exemplars: vec![rw2::Exemplar { labels_refs: vec![6, 7], value: 2.0, timestamp: ts }],
                 metadata: Some(rw2::Metadata {
                     r#type: rw2::MetricType::Gauge as i32,
                     help_ref: 5,
@@ -291,23 +269,12 @@ fn repeated_uint32_decodes_packed_and_unpacked() {
 fn negative_zero_is_a_proto3_default() {
     // Like Prometheus' gogo-generated code (`if m.Value != 0`), prost does not write -0.0, so
     // it arrives as +0.0. Equal as a number; recorded here so nobody is surprised by the bits.
-    let s = rw1::Sample {
-        value: -0.0,
-        timestamp: 1,
-    };
+    let s = rw1::Sample { value: -0.0, timestamp: 1 };
     let back = rw1::Sample::decode(s.encode_to_vec().as_slice()).unwrap();
     assert_eq!(back.value.to_bits(), 0.0f64.to_bits());
     // Every NaN, including the stale marker, keeps its exact bits.
-    for bits in [
-        STALE_NAN_BITS,
-        0x7ff8_0000_0000_0001,
-        0xfff8_0000_0000_0000,
-        0x7ff0_0000_0000_0001,
-    ] {
-        let s = rw1::Sample {
-            value: f64::from_bits(bits),
-            timestamp: 1,
-        };
+    for bits in [STALE_NAN_BITS, 0x7ff8_0000_0000_0001, 0xfff8_0000_0000_0000, 0x7ff0_0000_0000_0001] {
+        let s = rw1::Sample { value: f64::from_bits(bits), timestamp: 1 };
         let back = rw1::Sample::decode(s.encode_to_vec().as_slice()).unwrap();
         assert_eq!(back.value.to_bits(), bits);
     }
@@ -329,10 +296,7 @@ fn rw1_body_decoded_as_rw2_is_empty() {
     let rw1 = rw1::WriteRequest {
         timeseries: vec![rw1::TimeSeries {
             labels: vec![rw1::Label::new("__name__", "up")],
-            samples: vec![rw1::Sample {
-                value: 1.0,
-                timestamp: 1,
-            }],
+            samples: vec![rw1::Sample { value: 1.0, timestamp: 1 }],
             ..Default::default()
         }],
         metadata: vec![],
@@ -350,11 +314,7 @@ fn codec_round_trip_and_rejections() {
         symbols: vec!["".into(), "__name__".into(), "m".into()],
         timeseries: vec![rw2::TimeSeries {
             labels_refs: vec![1, 2],
-            samples: vec![rw2::Sample {
-                value: STALE_NAN,
-                timestamp: 5,
-                start_timestamp: 0,
-            }],
+            samples: vec![rw2::Sample { value: STALE_NAN, timestamp: 5, start_timestamp: 0 }],
             ..Default::default()
         }],
     };
@@ -379,10 +339,7 @@ fn codec_round_trip_and_rejections() {
     ));
     // Valid snappy, invalid protobuf (a truncated varint).
     let junk = snappy::encode_block(&[0x08, 0xff]);
-    assert!(matches!(
-        decode_body::<rw2::Request>(&junk, 1024),
-        Err(DecodeError::Protobuf(_))
-    ));
+    assert!(matches!(decode_body::<rw2::Request>(&junk, 1024), Err(DecodeError::Protobuf(_))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,8 +395,8 @@ fn hist1() -> impl Strategy<Value = rw1::Histogram> {
         ),
         (0i32..4, any::<i64>(), prop::collection::vec(float(), 0..3)),
     )
-        .prop_map(
-            |((count, sum, schema, zt, zc), (ns, nd, nc, ps, pd, pc), (rh, ts, cv))| rw1::Histogram {
+        .prop_map(|((count, sum, schema, zt, zc), (ns, nd, nc, ps, pd, pc), (rh, ts, cv))| {
+            rw1::Histogram {
                 count,
                 sum,
                 schema,
@@ -454,8 +411,8 @@ fn hist1() -> impl Strategy<Value = rw1::Histogram> {
                 reset_hint: rh,
                 timestamp: ts,
                 custom_values: cv,
-            },
-        )
+            }
+        })
 }
 
 fn write_request() -> impl Strategy<Value = rw1::WriteRequest> {
@@ -466,13 +423,8 @@ fn write_request() -> impl Strategy<Value = rw1::WriteRequest> {
             0..4,
         ),
         prop::collection::vec(
-            (prop::collection::vec(label1(), 0..2), float(), any::<i64>()).prop_map(
-                |(labels, value, timestamp)| rw1::Exemplar {
-                    labels,
-                    value,
-                    timestamp,
-                },
-            ),
+            (prop::collection::vec(label1(), 0..2), float(), any::<i64>())
+                .prop_map(|(labels, value, timestamp)| rw1::Exemplar { labels, value, timestamp }),
             0..2,
         ),
         prop::collection::vec(hist1(), 0..2),
@@ -489,10 +441,7 @@ fn write_request() -> impl Strategy<Value = rw1::WriteRequest> {
         help: h,
         unit: u,
     });
-    (
-        prop::collection::vec(series, 0..4),
-        prop::collection::vec(meta, 0..3),
-    )
+    (prop::collection::vec(series, 0..4), prop::collection::vec(meta, 0..3))
         .prop_map(|(timeseries, metadata)| rw1::WriteRequest { timeseries, metadata })
 }
 
@@ -521,46 +470,30 @@ fn request2() -> impl Strategy<Value = rw2::Request> {
         prop::collection::vec(any::<u32>(), 0..6),
         prop::collection::vec(
             (float(), any::<i64>(), any::<i64>()).prop_map(|(value, timestamp, start_timestamp)| {
-                rw2::Sample {
-                    value,
-                    timestamp,
-                    start_timestamp,
-                }
+                rw2::Sample { value, timestamp, start_timestamp }
             }),
             0..4,
         ),
         prop::collection::vec(hist2(), 0..2),
         prop::collection::vec(
-            (prop::collection::vec(any::<u32>(), 0..4), float(), any::<i64>()).prop_map(
-                |(labels_refs, value, timestamp)| rw2::Exemplar {
-                    labels_refs,
-                    value,
-                    timestamp,
-                },
-            ),
+            (prop::collection::vec(any::<u32>(), 0..4), float(), any::<i64>())
+                .prop_map(|(labels_refs, value, timestamp)| rw2::Exemplar { labels_refs, value, timestamp }),
             0..2,
         ),
-        prop::option::of(
-            (0i32..8, any::<u32>(), any::<u32>()).prop_map(|(t, h, u)| rw2::Metadata {
-                r#type: t,
-                help_ref: h,
-                unit_ref: u,
-            }),
-        ),
+        prop::option::of((0i32..8, any::<u32>(), any::<u32>()).prop_map(|(t, h, u)| rw2::Metadata {
+            r#type: t,
+            help_ref: h,
+            unit_ref: u,
+        })),
     )
-        .prop_map(
-            |(labels_refs, samples, histograms, exemplars, metadata)| rw2::TimeSeries {
-                labels_refs,
-                samples,
-                histograms,
-                exemplars,
-                metadata,
-            },
-        );
-    (
-        prop::collection::vec(text(), 0..6),
-        prop::collection::vec(series, 0..4),
-    )
+        .prop_map(|(labels_refs, samples, histograms, exemplars, metadata)| rw2::TimeSeries {
+            labels_refs,
+            samples,
+            histograms,
+            exemplars,
+            metadata,
+        });
+    (prop::collection::vec(text(), 0..6), prop::collection::vec(series, 0..4))
         .prop_map(|(symbols, timeseries)| rw2::Request { symbols, timeseries })
 }
 

@@ -72,9 +72,7 @@ fn make_series(n: usize) -> Vec<LabelSet> {
         "node_filesystem_avail_bytes",
         "grpc_server_handled_total",
     ];
-    let les = [
-        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
-    ];
+    let les = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
     (0..n)
         .map(|i| {
             let m = metrics[i % metrics.len()];
@@ -88,10 +86,7 @@ fn make_series(n: usize) -> Vec<LabelSet> {
                     "instance".to_owned(),
                     format!("10.{}.{}.{}:8080", pod / 65536 % 256, pod / 256 % 256, pod % 256),
                 ),
-                (
-                    "node".to_owned(),
-                    format!("ip-10-0-{}-{}.ec2.internal", pod % 20, pod % 7),
-                ),
+                ("node".to_owned(), format!("ip-10-0-{}-{}.ec2.internal", pod % 20, pod % 7)),
                 ("series".to_owned(), format!("{}", i / metrics.len())),
             ];
             if m.ends_with("_bucket") {
@@ -123,10 +118,7 @@ fn rw1_bodies(series: &[LabelSet], round: usize, ts: i64, per: usize) -> Vec<Vec
                     .enumerate()
                     .map(|(j, ls)| rw1::TimeSeries {
                         labels: ls.as_slice().to_vec(),
-                        samples: vec![rw1::Sample {
-                            value: value(c * per + j, round),
-                            timestamp: ts,
-                        }],
+                        samples: vec![rw1::Sample { value: value(c * per + j, round), timestamp: ts }],
                         ..Default::default()
                     })
                     .collect(),
@@ -161,10 +153,7 @@ fn rw2_bodies(series: &[LabelSet], round: usize, ts: i64, per: usize) -> Vec<Vec
                     }
                 })
                 .collect();
-            enc.encode(&rw2::Request {
-                symbols: table.take_symbols(),
-                timeseries,
-            })
+            enc.encode(&rw2::Request { symbols: table.take_symbols(), timeseries })
         })
         .collect()
 }
@@ -181,9 +170,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn clock_ticks() -> f64 {
     let out = Command::new("getconf").arg("CLK_TCK").output().ok();
-    out.and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    out.and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse().ok()).unwrap_or(100.0)
 }
 
 fn rss_hwm_mib(pid: u32) -> f64 {
@@ -196,11 +183,7 @@ fn rss_hwm_mib(pid: u32) -> f64 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A keep-alive HTTP/1.1 client that needs nothing but std.
@@ -213,10 +196,7 @@ impl Conn {
     fn new(addr: &str) -> Conn {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
-        Conn {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
+        Conn { r: BufReader::new(s.try_clone().unwrap()), w: s }
     }
 
     fn post(&mut self, path: &str, ct: &str, body: &[u8]) -> (u16, String) {
@@ -314,12 +294,7 @@ fn start_ferry() -> Server {
         .spawn()
         .unwrap();
     wait_ready(&addr);
-    Server {
-        name: "ferry-receiver",
-        child,
-        addr,
-        dir,
-    }
+    Server { name: "ferry-receiver", child, addr, dir }
 }
 
 fn start_prometheus(bin: &str) -> Option<Server> {
@@ -337,12 +312,7 @@ fn start_prometheus(bin: &str) -> Option<Server> {
         .spawn()
         .ok()?;
     wait_ready(&addr);
-    Some(Server {
-        name: "prometheus",
-        child,
-        addr,
-        dir,
-    })
+    Some(Server { name: "prometheus", child, addr, dir })
 }
 
 /// Posts every body, `conns` at a time; panics on any non-2xx.
@@ -399,51 +369,30 @@ fn run(server: &Server, ct: &str, rounds: &[Arc<Vec<Vec<u8>>>], series: usize, c
 
 fn main() {
     let o = parse_opts();
-    assert!(
-        o.rounds >= 2,
-        "--rounds must be at least 2 (round 1 creates the series)"
-    );
+    assert!(o.rounds >= 2, "--rounds must be at least 2 (round 1 creates the series)");
     eprintln!("generating {} series x {} rounds ...", o.series, o.rounds);
     let series = make_series(o.series);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let t0 = now - 3_600_000;
     let ts = |r: usize| t0 + r as i64 * 15_000;
-    let v1: Vec<_> = (0..o.rounds)
-        .map(|r| Arc::new(rw1_bodies(&series, r, ts(r), o.per_request)))
-        .collect();
-    let v2: Vec<_> = (0..o.rounds)
-        .map(|r| Arc::new(rw2_bodies(&series, r, ts(r), o.per_request)))
-        .collect();
+    let v1: Vec<_> = (0..o.rounds).map(|r| Arc::new(rw1_bodies(&series, r, ts(r), o.per_request))).collect();
+    let v2: Vec<_> = (0..o.rounds).map(|r| Arc::new(rw2_bodies(&series, r, ts(r), o.per_request))).collect();
 
     let mut rows = Vec::new();
     let ferry = start_ferry();
-    rows.push((
-        "ferry-receiver",
-        "RW1",
-        run(&ferry, "application/x-protobuf", &v1, o.series, o.conns),
-    ));
+    rows.push(("ferry-receiver", "RW1", run(&ferry, "application/x-protobuf", &v1, o.series, o.conns)));
     let disk = dir_size(&ferry.dir);
     drop(ferry);
     let ferry = start_ferry();
     rows.push((
         "ferry-receiver",
         "RW2",
-        run(
-            &ferry,
-            ferry_protocol::headers::CONTENT_TYPE_RW2,
-            &v2,
-            o.series,
-            o.conns,
-        ),
+        run(&ferry, ferry_protocol::headers::CONTENT_TYPE_RW2, &v2, o.series, o.conns),
     ));
     drop(ferry);
     match o.prometheus.as_deref().and_then(start_prometheus) {
         Some(p) => {
-            rows.push((
-                p.name,
-                "RW1",
-                run(&p, "application/x-protobuf", &v1, o.series, o.conns),
-            ));
+            rows.push((p.name, "RW1", run(&p, "application/x-protobuf", &v1, o.series, o.conns)));
         }
         None => eprintln!("prometheus not found: comparison skipped (install Debian's `prometheus`)"),
     }

@@ -31,10 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/labels", get(read::labels).post(read::labels))
         .route("/api/v1/label/{name}/values", get(read::label_values))
         .route("/api/v1/query", get(read::query).post(read::query))
-        .route(
-            "/api/v1/query_range",
-            get(read::query_range).post(read::query_range),
-        )
+        .route("/api/v1/query_range", get(read::query_range).post(read::query_range))
         .route("/api/v1/metadata", get(read::metadata))
         .route("/api/v1/export", get(read::export).post(read::export))
         .route("/metrics", get(metrics))
@@ -46,12 +43,6 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let body = app
-        .metrics
-        .render(app.store.series_count(), app.store.size_on_disk());
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
+    let body = app.metrics.render(app.store.series_count(), app.store.size_on_disk());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

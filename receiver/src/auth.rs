@@ -31,9 +31,7 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("credentials", &self.creds.len())
-            .finish()
+        f.debug_struct("Auth").field("credentials", &self.creds.len()).finish()
     }
 }
 
@@ -69,29 +67,20 @@ impl Auth {
                     .map_err(|e| format!("auth[{i}].bearer_token_file {}: {e}", f.display()))?;
                 Secret::Bearer(t.trim().to_owned())
             } else if let Some(b) = &c.basic_auth {
-                Secret::Basic {
-                    user: b.username.clone(),
-                    password: b.password.clone(),
-                }
+                Secret::Basic { user: b.username.clone(), password: b.password.clone() }
             } else {
                 return Err(format!("auth[{i}]: no credential"));
             };
             creds.push((secret, c.tenant.clone()));
         }
-        Ok(Auth {
-            creds,
-            default_tenant: cfg.default_tenant.clone(),
-        })
+        Ok(Auth { creds, default_tenant: cfg.default_tenant.clone() })
     }
 
     /// The request's tenant. With credentials configured, only they decide: the header
     /// cannot move a pusher into another tenant.
     pub fn tenant(&self, headers: &HeaderMap) -> Result<String, Denied> {
         if self.creds.is_empty() {
-            return match headers
-                .get(TENANT_HEADER)
-                .map(|v| v.to_str().unwrap_or("").trim())
-            {
+            return match headers.get(TENANT_HEADER).map(|v| v.to_str().unwrap_or("").trim()) {
                 None | Some("") => Ok(self.default_tenant.clone()),
                 Some(t) if valid_tenant(t) => Ok(t.to_owned()),
                 Some(t) => Err(Denied {
@@ -100,10 +89,7 @@ impl Auth {
                 }),
             };
         }
-        let unauthorized = |msg: &str| Denied {
-            status: StatusCode::UNAUTHORIZED,
-            msg: msg.to_owned(),
-        };
+        let unauthorized = |msg: &str| Denied { status: StatusCode::UNAUTHORIZED, msg: msg.to_owned() };
         let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -122,9 +108,7 @@ impl Auth {
         } else {
             None
         };
-        found
-            .map(|(_, t)| t.clone())
-            .ok_or_else(|| unauthorized("invalid credentials"))
+        found.map(|(_, t)| t.clone()).ok_or_else(|| unauthorized("invalid credentials"))
     }
 }
 
@@ -156,10 +140,7 @@ impl RateLimiter {
         let burst = if burst > 0.0 { burst } else { rate };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        let b = buckets.entry_ref(tenant).or_insert_with(|| Bucket {
-            tokens: burst,
-            updated: now,
-        });
+        let b = buckets.entry_ref(tenant).or_insert_with(|| Bucket { tokens: burst, updated: now });
         b.tokens = (b.tokens + now.duration_since(b.updated).as_secs_f64() * rate).min(burst);
         b.updated = now;
         let need = (n as f64).min(burst);
@@ -181,10 +162,7 @@ mod tests {
         let l = RateLimiter::default();
         assert!(l.take("a", 100, 100.0, 100.0).is_ok());
         let wait = l.take("a", 50, 100.0, 100.0).unwrap_err();
-        assert!(
-            wait > Duration::from_millis(300) && wait <= Duration::from_millis(500),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::from_millis(300) && wait <= Duration::from_millis(500), "{wait:?}");
         // Other tenants are unaffected; no rate means no limit.
         assert!(l.take("b", 100, 100.0, 100.0).is_ok());
         assert!(l.take("c", 1_000_000, 0.0, 0.0).is_ok());

@@ -34,12 +34,7 @@ pub enum ConfigError {
     #[error("{file}: {source}")]
     Read { file: String, source: std::io::Error },
     #[error("{file}:{line}:{column}: {msg}")]
-    Invalid {
-        file: String,
-        line: usize,
-        column: usize,
-        msg: String,
-    },
+    Invalid { file: String, line: usize, column: usize, msg: String },
     #[error("{file}: {msg}")]
     Semantic { file: String, msg: String },
 }
@@ -146,17 +141,14 @@ impl Default for Config {
 pub fn valid_tenant(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 150
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.!*'()".contains(&b))
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!*'()".contains(&b))
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         Self::parse(&text, &file)
     }
 
@@ -166,18 +158,10 @@ impl Config {
         } else {
             serde_yaml::from_str(text).map_err(|e| {
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-                ConfigError::Invalid {
-                    file: file.to_owned(),
-                    line,
-                    column,
-                    msg: e.to_string(),
-                }
+                ConfigError::Invalid { file: file.to_owned(), line, column, msg: e.to_string() }
             })?
         };
-        let semantic = |msg: String| ConfigError::Semantic {
-            file: file.to_owned(),
-            msg,
-        };
+        let semantic = |msg: String| ConfigError::Semantic { file: file.to_owned(), msg };
         if !valid_tenant(&cfg.default_tenant) {
             return Err(semantic(format!(
                 "default_tenant {:?} is not a valid tenant name",
@@ -190,24 +174,17 @@ impl Config {
             }
         }
         for (i, c) in cfg.auth.iter().enumerate() {
-            let n = [
-                c.bearer_token.is_some(),
-                c.bearer_token_file.is_some(),
-                c.basic_auth.is_some(),
-            ]
-            .iter()
-            .filter(|&&b| b)
-            .count();
+            let n = [c.bearer_token.is_some(), c.bearer_token_file.is_some(), c.basic_auth.is_some()]
+                .iter()
+                .filter(|&&b| b)
+                .count();
             if n != 1 {
                 return Err(semantic(format!(
                     "auth[{i}]: give exactly one of bearer_token, bearer_token_file, basic_auth"
                 )));
             }
             if !valid_tenant(&c.tenant) {
-                return Err(semantic(format!(
-                    "auth[{i}].tenant: {:?} is not a valid tenant name",
-                    c.tenant
-                )));
+                return Err(semantic(format!("auth[{i}].tenant: {:?} is not a valid tenant name", c.tenant)));
             }
         }
         if cfg.retention.0 <= 0 {
@@ -251,18 +228,13 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_column() {
-        let e = Config::parse("retention: 1d\nlimits:\n  max_seriess: 10\n", "r.yaml")
-            .unwrap_err()
-            .to_string();
+        let e =
+            Config::parse("retention: 1d\nlimits:\n  max_seriess: 10\n", "r.yaml").unwrap_err().to_string();
         assert!(e.starts_with("r.yaml:3:"), "{e}");
         assert!(e.contains("max_seriess"), "{e}");
-        let e = Config::parse("retention: 5x\n", "r.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("retention: 5x\n", "r.yaml").unwrap_err().to_string();
         assert!(e.starts_with("r.yaml:1:"), "{e}");
-        let e = Config::parse("auth:\n  - {tenant: a}\n", "r.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse("auth:\n  - {tenant: a}\n", "r.yaml").unwrap_err().to_string();
         assert!(e.contains("auth[0]"), "{e}");
     }
 }

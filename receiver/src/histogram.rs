@@ -38,9 +38,7 @@ fn side_total(
     let buckets = if float { counts.len() } else { deltas.len() };
     let spanned: u64 = spans.iter().map(|s| s.length as u64).sum();
     if spanned != buckets as u64 {
-        return Err(format!(
-            "{side} side: spans need {spanned} buckets, histogram has {buckets}"
-        ));
+        return Err(format!("{side} side: spans need {spanned} buckets, histogram has {buckets}"));
     }
     if let Some((i, s)) = spans.iter().enumerate().skip(1).find(|(_, s)| s.offset < 0) {
         return Err(format!("{side} side: span {i} has negative offset {}", s.offset));
@@ -59,9 +57,7 @@ fn side_total(
         }
         let (mut cur, mut total) = (0i64, 0f64);
         for d in deltas {
-            cur = cur
-                .checked_add(*d)
-                .ok_or_else(|| format!("{side} side: bucket count overflows"))?;
+            cur = cur.checked_add(*d).ok_or_else(|| format!("{side} side: bucket count overflows"))?;
             if cur < 0 {
                 return Err(format!("{side} side: bucket count {cur} is negative"));
             }
@@ -112,20 +108,8 @@ pub fn validate(h: &rw2::Histogram) -> Result<(), String> {
     if zero_count.is_nan() || zero_count < 0.0 {
         return Err(format!("histogram has negative or NaN zero count {zero_count}"));
     }
-    let neg = side_total(
-        "negative",
-        &h.negative_spans,
-        &h.negative_deltas,
-        &h.negative_counts,
-        float,
-    )?;
-    let pos = side_total(
-        "positive",
-        &h.positive_spans,
-        &h.positive_deltas,
-        &h.positive_counts,
-        float,
-    )?;
+    let neg = side_total("negative", &h.negative_spans, &h.negative_deltas, &h.negative_counts, float)?;
+    let pos = side_total("positive", &h.positive_spans, &h.positive_deltas, &h.positive_counts, float)?;
     let observed = neg + pos + zero_count;
     let count = match h.count {
         Some(Count::CountInt(c)) => c as f64,
@@ -185,10 +169,7 @@ mod tests {
         };
         // 2+3+5+8+7+5 = 30
         validate(&custom).unwrap();
-        let empty = rw2::Histogram {
-            count: Some(Count::CountInt(0)),
-            ..Default::default()
-        };
+        let empty = rw2::Histogram { count: Some(Count::CountInt(0)), ..Default::default() };
         validate(&empty).unwrap();
         let float = rw2::Histogram {
             count: Some(Count::CountFloat(3.5)),

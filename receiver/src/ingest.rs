@@ -39,10 +39,7 @@ fn check_labels(labels: Vec<Label>, rules: Rules<'_>) -> Result<LabelSet, String
     // Error messages show the labels as sent; only unsorted input (where sorting would lose
     // that order) keeps a copy, so the common path allocates nothing extra.
     let shown = |labels: &[Label]| {
-        let parts: Vec<String> = labels
-            .iter()
-            .map(|l| format!("{}={:?}", l.name, l.value))
-            .collect();
+        let parts: Vec<String> = labels.iter().map(|l| format!("{}={:?}", l.name, l.value)).collect();
         format!("{{{}}}", parts.join(", "))
     };
     let original = (!labels.windows(2).all(|w| w[0].name < w[1].name)).then(|| labels.clone());
@@ -50,17 +47,14 @@ fn check_labels(labels: Vec<Label>, rules: Rules<'_>) -> Result<LabelSet, String
         Ok(ls) => ls,
         Err(LabelError::DuplicateName(n)) => {
             let sent = shown(original.as_deref().unwrap_or_default());
-            return Err(format!(
-                "invalid labels for series, labels {sent}, duplicated label {n}"
-            ));
+            return Err(format!("invalid labels for series, labels {sent}, duplicated label {n}"));
         }
         Err(e) => {
             let sent = shown(original.as_deref().unwrap_or_default());
             return Err(format!("invalid metric name or labels, got {sent}: {e}"));
         }
     };
-    ls.validate(NameValidation::Utf8)
-        .map_err(|e| format!("invalid metric name or labels, got {ls}: {e}"))?;
+    ls.validate(NameValidation::Utf8).map_err(|e| format!("invalid metric name or labels, got {ls}: {e}"))?;
     let l = rules.limits;
     if l.max_labels_per_series > 0 && ls.len() > l.max_labels_per_series {
         return Err(format!(
@@ -116,14 +110,9 @@ pub fn from_rw1(req: rw1::WriteRequest, rules: Rules<'_>) -> Converted {
             out.rejected.push("metadata without a metric family name".into());
             continue;
         }
-        out.batch.metadata.push((
-            md.metric_family_name,
-            Metadata {
-                kind: md.r#type,
-                help: md.help,
-                unit: md.unit,
-            },
-        ));
+        out.batch
+            .metadata
+            .push((md.metric_family_name, Metadata { kind: md.r#type, help: md.help, unit: md.unit }));
     }
     for ts in req.timeseries {
         let labels = match check_labels(ts.labels, rules) {
@@ -133,10 +122,7 @@ pub fn from_rw1(req: rw1::WriteRequest, rules: Rules<'_>) -> Converted {
                 continue;
             }
         };
-        let mut sw = SeriesWrite {
-            labels,
-            ..Default::default()
-        };
+        let mut sw = SeriesWrite { labels, ..Default::default() };
         sw.samples = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
         for h in ts.histograms {
             let h = histogram::from_rw1(h);
@@ -147,14 +133,12 @@ pub fn from_rw1(req: rw1::WriteRequest, rules: Rules<'_>) -> Converted {
         }
         for e in ts.exemplars {
             match LabelSet::from_labels(e.labels) {
-                Ok(labels) => sw.exemplars.push(ExemplarWrite {
-                    labels,
-                    value: e.value,
-                    timestamp: e.timestamp,
-                }),
-                Err(err) => out
-                    .rejected
-                    .push(format!("invalid exemplar labels for series {}: {err}", sw.labels)),
+                Ok(labels) => {
+                    sw.exemplars.push(ExemplarWrite { labels, value: e.value, timestamp: e.timestamp })
+                }
+                Err(err) => {
+                    out.rejected.push(format!("invalid exemplar labels for series {}: {err}", sw.labels))
+                }
             }
         }
         out.push(sw);
@@ -168,18 +152,14 @@ pub fn from_rw2(req: rw2::Request, rules: Rules<'_>) -> Converted {
     let mut out = Converted::default();
     let symbols = &req.symbols;
     if symbols.first().is_some_and(|s| !s.is_empty()) {
-        out.rejected.push(format!(
-            "symbols[0] must be the empty string, got {:?}",
-            symbols[0]
-        ));
+        out.rejected.push(format!("symbols[0] must be the empty string, got {:?}", symbols[0]));
         return out;
     }
     for ts in req.timeseries {
         let pairs = match resolve_labels(&ts.labels_refs, symbols) {
             Ok(p) => p,
             Err(e) => {
-                out.rejected
-                    .push(format!("parsing labels for series {:?}: {e}", ts.labels_refs));
+                out.rejected.push(format!("parsing labels for series {:?}: {e}", ts.labels_refs));
                 continue;
             }
         };
@@ -195,11 +175,7 @@ pub fn from_rw2(req: rw2::Request, rules: Rules<'_>) -> Converted {
                 resolve_ref(m.help_ref, symbols).map_err(|e| format!("help_ref of series {labels}: {e}"))?;
             let unit =
                 resolve_ref(m.unit_ref, symbols).map_err(|e| format!("unit_ref of series {labels}: {e}"))?;
-            Ok(Metadata {
-                kind: m.r#type,
-                help: help.to_owned(),
-                unit: unit.to_owned(),
-            })
+            Ok(Metadata { kind: m.r#type, help: help.to_owned(), unit: unit.to_owned() })
         }) {
             Some(Err(e)) => {
                 out.rejected.push(e);
@@ -214,10 +190,7 @@ pub fn from_rw2(req: rw2::Request, rules: Rules<'_>) -> Converted {
             ));
             continue;
         }
-        let mut sw = SeriesWrite {
-            labels,
-            ..Default::default()
-        };
+        let mut sw = SeriesWrite { labels, ..Default::default() };
         sw.samples = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
         for h in &ts.histograms {
             match histogram::validate(h) {
@@ -230,14 +203,12 @@ pub fn from_rw2(req: rw2::Request, rules: Rules<'_>) -> Converted {
                 .map_err(|err| err.to_string())
                 .and_then(|p| LabelSet::from_pairs(p).map_err(|err| err.to_string()));
             match labels {
-                Ok(labels) => sw.exemplars.push(ExemplarWrite {
-                    labels,
-                    value: e.value,
-                    timestamp: e.timestamp,
-                }),
-                Err(err) => out
-                    .rejected
-                    .push(format!("invalid exemplar labels for series {}: {err}", sw.labels)),
+                Ok(labels) => {
+                    sw.exemplars.push(ExemplarWrite { labels, value: e.value, timestamp: e.timestamp })
+                }
+                Err(err) => {
+                    out.rejected.push(format!("invalid exemplar labels for series {}: {err}", sw.labels))
+                }
             }
         }
         // Prometheus sends UNSPECIFIED with no help or unit when it has no metadata; storing

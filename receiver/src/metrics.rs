@@ -24,12 +24,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn request(&self, proto: &'static str, status: u16) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry((proto, status))
-            .or_default() += 1;
+        *self.requests.lock().expect("metrics lock").entry((proto, status)).or_default() += 1;
     }
 
     /// The exposition; `series` and `disk_bytes` are read from the store at scrape time.
@@ -40,27 +35,13 @@ impl Metrics {
         );
         out.push_str("# TYPE ferry_receiver_write_requests_total counter\n");
         for ((proto, code), n) in self.requests.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "ferry_receiver_write_requests_total{{proto=\"{proto}\",code=\"{code}\"}} {n}"
-            );
+            let _ =
+                writeln!(out, "ferry_receiver_write_requests_total{{proto=\"{proto}\",code=\"{code}\"}} {n}");
         }
         let counters: [(&str, &str, &AtomicU64); 8] = [
-            (
-                "samples_written_total",
-                "Float samples committed.",
-                &self.samples_written,
-            ),
-            (
-                "histograms_written_total",
-                "Histogram samples committed.",
-                &self.histograms_written,
-            ),
-            (
-                "exemplars_written_total",
-                "Exemplars committed.",
-                &self.exemplars_written,
-            ),
+            ("samples_written_total", "Float samples committed.", &self.samples_written),
+            ("histograms_written_total", "Histogram samples committed.", &self.histograms_written),
+            ("exemplars_written_total", "Exemplars committed.", &self.exemplars_written),
             (
                 "series_rejected_total",
                 "Rejected series or samples, one per error line of a 400.",
@@ -71,16 +52,8 @@ impl Metrics {
                 "Requests answered 429 by a tenant's ingestion rate limit.",
                 &self.rate_limited,
             ),
-            (
-                "received_bytes_total",
-                "Compressed request bytes received.",
-                &self.bytes_received,
-            ),
-            (
-                "storage_errors_total",
-                "Writes answered 500 because storage failed.",
-                &self.storage_errors,
-            ),
+            ("received_bytes_total", "Compressed request bytes received.", &self.bytes_received),
+            ("storage_errors_total", "Writes answered 500 because storage failed.", &self.storage_errors),
             (
                 "checkpointed_log_records_total",
                 "Write-log records retired by checkpoints (their samples are now in chunks).",
@@ -88,10 +61,8 @@ impl Metrics {
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP ferry_receiver_{name} {help}\n# TYPE ferry_receiver_{name} counter"
-            );
+            let _ =
+                writeln!(out, "# HELP ferry_receiver_{name} {help}\n# TYPE ferry_receiver_{name} counter");
             let _ = writeln!(out, "ferry_receiver_{name} {}", v.load(Relaxed));
         }
         for (name, help, v) in [
@@ -100,16 +71,10 @@ impl Metrics {
                 "Time spent validating and committing writes.",
                 &self.write_seconds_micros,
             ),
-            (
-                "sync_seconds_total",
-                "Time spent waiting for writes to reach disk.",
-                &self.sync_seconds_micros,
-            ),
+            ("sync_seconds_total", "Time spent waiting for writes to reach disk.", &self.sync_seconds_micros),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP ferry_receiver_{name} {help}\n# TYPE ferry_receiver_{name} counter"
-            );
+            let _ =
+                writeln!(out, "# HELP ferry_receiver_{name} {help}\n# TYPE ferry_receiver_{name} counter");
             let _ = writeln!(out, "ferry_receiver_{name} {}", v.load(Relaxed) as f64 / 1e6);
         }
         let _ = writeln!(

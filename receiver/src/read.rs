@@ -56,9 +56,8 @@ struct Params(Vec<(String, String)>);
 
 impl Params {
     fn new(query: Option<String>, method: &Method, headers: &HeaderMap, body: &[u8]) -> Params {
-        let mut v: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+        let mut v: Vec<(String, String)> =
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
         let is_form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|c| c.to_str().ok())
@@ -72,16 +71,11 @@ impl Params {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
     fn all(&self, k: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect()
     }
     fn time(&self, k: &str, default: i64) -> Result<i64, ApiError> {
-        self.get(k).map_or(Ok(default), |v| {
-            parse_time(v).ok_or_else(|| bad(format!("invalid time {k}={v:?}")))
-        })
+        self.get(k)
+            .map_or(Ok(default), |v| parse_time(v).ok_or_else(|| bad(format!("invalid time {k}={v:?}"))))
     }
 }
 
@@ -96,14 +90,8 @@ pub fn parse_time(s: &str) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, sec) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
+    let (y, mo, d, h, mi, sec) =
+        (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
     let mut i = 19;
     let mut ms = 0;
     if b.get(i) == Some(&b'.') {
@@ -151,20 +139,14 @@ fn ts_json(ms: i64) -> Value {
 }
 
 fn labels_json(ls: &LabelSet) -> Value {
-    Value::Object(
-        ls.iter()
-            .map(|l| (l.name.clone(), Value::String(l.value.clone())))
-            .collect(),
-    )
+    Value::Object(ls.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect())
 }
 
 fn parse_selectors(list: &[&str]) -> Result<Vec<Selector>, ApiError> {
     if list.is_empty() {
         return Err(bad("no match[] parameter provided"));
     }
-    list.iter()
-        .map(|s| selector::parse(s).map_err(|e| bad(format!("{s:?}: {e}"))))
-        .collect()
+    list.iter().map(|s| selector::parse(s).map_err(|e| bad(format!("{s:?}: {e}")))).collect()
 }
 
 /// Series matching any of the selectors, deduplicated, sorted by labels.
@@ -186,10 +168,7 @@ async fn prologue(
     method: &Method,
     body: &[u8],
 ) -> Result<(String, Params), ApiError> {
-    let tenant = app
-        .auth
-        .tenant(headers)
-        .map_err(|d| ApiError(d.status, "unauthorized", d.msg))?;
+    let tenant = app.auth.tenant(headers).map_err(|d| ApiError(d.status, "unauthorized", d.msg))?;
     Ok((tenant, Params::new(query, method, headers, body)))
 }
 
@@ -203,9 +182,7 @@ pub async fn series(
     let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let sels = parse_selectors(&p.all("match[]"))?;
     let found = select_all(&app, &tenant, &sels)?;
-    Ok(success(Value::Array(
-        found.iter().map(|(_, ls)| labels_json(ls)).collect(),
-    )))
+    Ok(success(Value::Array(found.iter().map(|(_, ls)| labels_json(ls)).collect())))
 }
 
 pub async fn labels(
@@ -279,22 +256,12 @@ pub async fn metadata(
 ) -> Result<Response, ApiError> {
     let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let all = match p.get("metric") {
-        Some(m) => app
-            .store
-            .metadata(&tenant, m)?
-            .map(|md| (m.to_owned(), md))
-            .into_iter()
-            .collect(),
+        Some(m) => app.store.metadata(&tenant, m)?.map(|md| (m.to_owned(), md)).into_iter().collect(),
         None => app.store.all_metadata(&tenant)?,
     };
     let data: serde_json::Map<String, Value> = all
         .into_iter()
-        .map(|(name, md)| {
-            (
-                name,
-                json!([{"type": type_name(md.kind), "help": md.help, "unit": md.unit}]),
-            )
-        })
+        .map(|(name, md)| (name, json!([{"type": type_name(md.kind), "help": md.help, "unit": md.unit}])))
         .collect();
     Ok(success(Value::Object(data)))
 }
@@ -338,11 +305,7 @@ pub async fn query(
             }
         }
     }
-    let kind = if sel.range_ms.is_some() {
-        "matrix"
-    } else {
-        "vector"
-    };
+    let kind = if sel.range_ms.is_some() { "matrix" } else { "vector" };
     Ok(success(json!({"resultType": kind, "result": result})))
 }
 
@@ -356,18 +319,10 @@ pub async fn query_range(
     let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let sel = one_selector(&p)?;
     if sel.range_ms.is_some() {
-        return Err(bad(
-            "range vector selectors are not allowed in a range query; use /api/v1/query",
-        ));
+        return Err(bad("range vector selectors are not allowed in a range query; use /api/v1/query"));
     }
-    let start = p
-        .get("start")
-        .and_then(parse_time)
-        .ok_or_else(|| bad("missing or invalid start"))?;
-    let end = p
-        .get("end")
-        .and_then(parse_time)
-        .ok_or_else(|| bad("missing or invalid end"))?;
+    let start = p.get("start").and_then(parse_time).ok_or_else(|| bad("missing or invalid start"))?;
+    let end = p.get("end").and_then(parse_time).ok_or_else(|| bad("missing or invalid end"))?;
     let step = p
         .get("step")
         .and_then(|s| parse_time(s).or_else(|| selector::parse_duration(s).ok()))
@@ -377,9 +332,7 @@ pub async fn query_range(
         return Err(bad("end timestamp must not be before start time"));
     }
     if (end - start) / step >= MAX_POINTS {
-        return Err(bad(format!(
-            "exceeded maximum resolution of {MAX_POINTS} points per timeseries"
-        )));
+        return Err(bad(format!("exceeded maximum resolution of {MAX_POINTS} points per timeseries")));
     }
     let mut result = Vec::new();
     for (id, ls) in app.store.select(&tenant, &sel.matchers)? {
@@ -427,13 +380,7 @@ pub async fn export(
         }
         let values: Vec<String> = samples
             .iter()
-            .map(|&(_, v)| {
-                if is_stale(f64::from_bits(v)) {
-                    "StaleNaN".into()
-                } else {
-                    format_value(v)
-                }
-            })
+            .map(|&(_, v)| if is_stale(f64::from_bits(v)) { "StaleNaN".into() } else { format_value(v) })
             .collect();
         let timestamps: Vec<i64> = samples.iter().map(|s| s.0).collect();
         let mut line = json!({"metric": labels_json(&ls), "values": values, "timestamps": timestamps});
@@ -441,9 +388,7 @@ pub async fn export(
             let hs: Vec<Value> = hists
                 .iter()
                 .filter_map(|(ts, b)| {
-                    rw2::Histogram::decode(b.as_slice())
-                        .ok()
-                        .map(|h| histogram_json(*ts, &h))
+                    rw2::Histogram::decode(b.as_slice()).ok().map(|h| histogram_json(*ts, &h))
                 })
                 .collect();
             line["histograms"] = Value::Array(hs);
@@ -502,10 +447,7 @@ pub async fn remote_read(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let tenant = app
-        .auth
-        .tenant(&headers)
-        .map_err(|d| ApiError(d.status, "unauthorized", d.msg))?;
+    let tenant = app.auth.tenant(&headers).map_err(|d| ApiError(d.status, "unauthorized", d.msg))?;
     let req: ReadRequest = decode_body(&body, app.config.max_request_bytes)
         .map_err(|e| bad(format!("invalid remote read request: {e}")))?;
     let mut resp = ReadResponse::default();
@@ -525,9 +467,7 @@ pub async fn remote_read(
             })
             .collect::<Result<Vec<_>, _>>()?;
         if matchers.iter().all(|m| m.matches("")) {
-            return Err(bad(
-                "a query needs at least one matcher that does not match the empty string",
-            ));
+            return Err(bad("a query needs at least one matcher that does not match the empty string"));
         }
         let mut result = QueryResult::default();
         for (id, ls) in app.store.select(&tenant, &matchers)? {
@@ -535,10 +475,7 @@ pub async fn remote_read(
                 .store
                 .samples(id, q.start_timestamp_ms, q.end_timestamp_ms)?
                 .into_iter()
-                .map(|(timestamp, v)| rw1::Sample {
-                    value: f64::from_bits(v),
-                    timestamp,
-                })
+                .map(|(timestamp, v)| rw1::Sample { value: f64::from_bits(v), timestamp })
                 .collect();
             let histograms: Vec<rw1::Histogram> = app
                 .store
@@ -559,13 +496,7 @@ pub async fn remote_read(
         resp.results.push(result);
     }
     let body = Encoder::default().encode(&resp);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-protobuf"),
-            (header::CONTENT_ENCODING, "snappy"),
-        ],
-        body,
-    )
+    Ok(([(header::CONTENT_TYPE, "application/x-protobuf"), (header::CONTENT_ENCODING, "snappy")], body)
         .into_response())
 }
 

@@ -42,12 +42,7 @@ impl Matcher {
             ),
             _ => None,
         };
-        Ok(Matcher {
-            name: name.to_owned(),
-            kind,
-            value: value.to_owned(),
-            regex,
-        })
+        Ok(Matcher { name: name.to_owned(), kind, value: value.to_owned(), regex })
     }
 
     /// Whether a label value satisfies the matcher; an absent label is the empty string.
@@ -83,9 +78,7 @@ pub fn parse_duration(s: &str) -> Result<i64, ParseError> {
         if start == i {
             return err(format!("invalid duration {s:?}"));
         }
-        let n: i64 = s[start..i]
-            .parse()
-            .map_err(|_| ParseError(format!("invalid duration {s:?}")))?;
+        let n: i64 = s[start..i].parse().map_err(|_| ParseError(format!("invalid duration {s:?}")))?;
         let unit_start = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -231,10 +224,7 @@ pub fn parse(input: &str) -> Result<Selector, ParseError> {
     }
     let range_ms = if c.eat("[") {
         let start = c.pos;
-        let end = input[start..]
-            .find(']')
-            .ok_or_else(|| ParseError("unterminated range".into()))?
-            + start;
+        let end = input[start..].find(']').ok_or_else(|| ParseError("unterminated range".into()))? + start;
         c.pos = end + 1;
         Some(parse_duration(input[start..end].trim())?)
     } else {
@@ -274,12 +264,7 @@ mod tests {
         assert!(parse("up").is_ok());
         assert!(parse("up{}").is_ok());
         assert!(parse(r#"{a=~".*"}"#).is_err());
-        assert!(
-            parse("rate(up[5m])")
-                .unwrap_err()
-                .0
-                .contains("not PromQL functions")
-        );
+        assert!(parse("rate(up[5m])").unwrap_err().0.contains("not PromQL functions"));
         assert!(parse(r#"up{a="b""#).is_err());
         assert!(parse(r#"up{a=~"("}"#).unwrap_err().0.contains("invalid regex"));
     }

@@ -61,9 +61,7 @@ pub async fn start(
     let maintenance = tokio::spawn(maintenance(app.clone(), opts.checkpoint_interval));
     let a = app.clone();
     let done = tokio::spawn(async move {
-        let served = axum::serve(listener, router(a.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(listener, router(a.clone())).with_graceful_shutdown(shutdown).await;
         maintenance.abort();
         served.map_err(|e| format!("server: {e}"))?;
         a.store.sync().await.map_err(|e| format!("final flush: {e}"))?;

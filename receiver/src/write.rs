@@ -27,9 +27,7 @@ use crate::ingest::{self, Converted, Rules};
 use crate::store::{WriteLimits, Written};
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -46,11 +44,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
 
 /// A response to a request whose protocol is known; RW2 ones get the `*-Written` headers.
 fn reply(proto: WriteProto, status: StatusCode, written: Written, body: String) -> Response {
-    let mut resp = if body.is_empty() {
-        status.into_response()
-    } else {
-        text(status, body)
-    };
+    let mut resp = if body.is_empty() { status.into_response() } else { text(status, body) };
     if proto == WriteProto::V2 {
         let h = resp.headers_mut();
         for (name, n) in [
@@ -110,10 +104,7 @@ async fn write(app: &App, headers: &HeaderMap, body: Body) -> (&'static str, Res
 
     let tenant_cfg = app.config.tenants.get(&tenant);
     let limits = app.config.limits_for(&tenant);
-    let rules = Rules {
-        limits: &limits,
-        tenant: tenant_cfg,
-    };
+    let rules = Rules { limits: &limits, tenant: tenant_cfg };
     let decoded: Result<Converted, DecodeError> = match proto {
         WriteProto::V1 => decode_body::<rw1::WriteRequest>(&bytes, max).map(|r| ingest::from_rw1(r, rules)),
         WriteProto::V2 => decode_body::<rw2::Request>(&bytes, max).map(|r| ingest::from_rw2(r, rules)),
@@ -126,12 +117,9 @@ async fn write(app: &App, headers: &HeaderMap, body: Body) -> (&'static str, Res
         Err(e) => return (label, reply(proto, StatusCode::BAD_REQUEST, zero, e.to_string())),
     };
 
-    if let Err(wait) = app.limiter.take(
-        &tenant,
-        converted.points,
-        limits.ingestion_rate,
-        limits.ingestion_burst,
-    ) {
+    if let Err(wait) =
+        app.limiter.take(&tenant, converted.points, limits.ingestion_rate, limits.ingestion_burst)
+    {
         app.metrics.rate_limited.fetch_add(1, Relaxed);
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut resp = reply(
@@ -143,14 +131,11 @@ async fn write(app: &App, headers: &HeaderMap, body: Body) -> (&'static str, Res
                 limits.ingestion_rate, limits.ingestion_burst
             ),
         );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return (label, resp);
     }
 
-    let Converted {
-        batch, mut rejected, ..
-    } = converted;
+    let Converted { batch, mut rejected, .. } = converted;
     let now = now_ms();
     let write_limits = WriteLimits {
         min_timestamp: now - app.config.retention.0,
@@ -162,29 +147,19 @@ async fn write(app: &App, headers: &HeaderMap, body: Body) -> (&'static str, Res
     let tenant_for_store = tenant.clone();
     let committed =
         tokio::task::spawn_blocking(move || store.write(&tenant_for_store, batch, write_limits)).await;
-    app.metrics
-        .write_seconds_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+    app.metrics.write_seconds_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
     let report = match committed {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             app.metrics.storage_errors.fetch_add(1, Relaxed);
             tracing::error!(tenant, error = %e, "write failed in storage; nothing committed, the sender should retry");
-            return (
-                label,
-                reply(proto, StatusCode::INTERNAL_SERVER_ERROR, zero, e.to_string()),
-            );
+            return (label, reply(proto, StatusCode::INTERNAL_SERVER_ERROR, zero, e.to_string()));
         }
         Err(e) => {
             app.metrics.storage_errors.fetch_add(1, Relaxed);
             return (
                 label,
-                reply(
-                    proto,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    zero,
-                    format!("write task failed: {e}"),
-                ),
+                reply(proto, StatusCode::INTERNAL_SERVER_ERROR, zero, format!("write task failed: {e}")),
             );
         }
     };
@@ -194,17 +169,10 @@ async fn write(app: &App, headers: &HeaderMap, body: Body) -> (&'static str, Res
         tracing::error!(tenant, error = %e, "flushing to disk failed; answering 500 so the sender retries");
         return (
             label,
-            reply(
-                proto,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                zero,
-                format!("flushing to disk failed: {e}"),
-            ),
+            reply(proto, StatusCode::INTERNAL_SERVER_ERROR, zero, format!("flushing to disk failed: {e}")),
         );
     }
-    app.metrics
-        .sync_seconds_micros
-        .fetch_add(synced.elapsed().as_micros() as u64, Relaxed);
+    app.metrics.sync_seconds_micros.fetch_add(synced.elapsed().as_micros() as u64, Relaxed);
     let w = report.written;
     app.metrics.samples_written.fetch_add(w.samples, Relaxed);
     app.metrics.histograms_written.fetch_add(w.histograms, Relaxed);
@@ -214,9 +182,7 @@ async fn write(app: &App, headers: &HeaderMap, body: Body) -> (&'static str, Res
     if rejected.is_empty() {
         return (label, reply(proto, StatusCode::NO_CONTENT, w, String::new()));
     }
-    app.metrics
-        .series_rejected
-        .fetch_add(rejected.len() as u64, Relaxed);
+    app.metrics.series_rejected.fetch_add(rejected.len() as u64, Relaxed);
     let body = format!(
         "{} problem(s); written: {} samples, {} histograms, {} exemplars; rejected:\n{}",
         rejected.len(),

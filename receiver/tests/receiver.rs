@@ -28,10 +28,7 @@ struct Receiver {
 
 fn tmpdir(tag: &str) -> std::path::PathBuf {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let d = std::env::temp_dir().join(format!(
-        "ferry-receiver-test-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
+    let d = std::env::temp_dir().join(format!("ferry-receiver-test-{tag}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -69,14 +66,8 @@ impl Receiver {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && line.contains("listening") {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .unwrap()
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .to_owned();
+                    let addr =
+                        line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
                     let _ = tx.send(addr);
                     sent = true;
                 }
@@ -87,9 +78,7 @@ impl Receiver {
         });
         // Own the child before anything can panic, so a failed start leaves no process behind.
         self.child = child;
-        self.addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("receiver did not start");
+        self.addr = rx.recv_timeout(Duration::from_secs(30)).expect("receiver did not start");
     }
 
     /// SIGKILL, then start again on the same store.
@@ -131,10 +120,7 @@ impl Receiver {
     fn export(&self, selector: &str, extra: &[(&str, &str)]) -> Vec<serde_json::Value> {
         let r = self.get(&format!("/api/v1/export?match[]={}", enc(selector)), extra);
         assert_eq!(r.status, 200, "{}", r.text());
-        r.text()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
 
@@ -163,24 +149,14 @@ impl Resp {
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
         let mut body = raw[split..].to_vec();
-        if headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
-        {
+        if headers.iter().any(|(k, v)| k == "transfer-encoding" && v == "chunked") {
             body = dechunk(&body);
         }
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
     fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -226,19 +202,13 @@ fn now() -> i64 {
 fn rw1_series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> rw1::TimeSeries {
     rw1::TimeSeries {
         labels: labels.iter().map(|(n, v)| rw1::Label::new(*n, *v)).collect(),
-        samples: samples
-            .iter()
-            .map(|&(timestamp, value)| rw1::Sample { value, timestamp })
-            .collect(),
+        samples: samples.iter().map(|&(timestamp, value)| rw1::Sample { value, timestamp }).collect(),
         ..Default::default()
     }
 }
 
 fn rw1_body(series: Vec<rw1::TimeSeries>) -> Vec<u8> {
-    Encoder::default().encode(&rw1::WriteRequest {
-        timeseries: series,
-        metadata: vec![],
-    })
+    Encoder::default().encode(&rw1::WriteRequest { timeseries: series, metadata: vec![] })
 }
 
 /// An RW2 request builder that interns strings itself, in the order given (so refs can be
@@ -262,10 +232,7 @@ impl V2 {
         }
     }
     fn refs(&mut self, labels: &[(&str, &str)]) -> Vec<u32> {
-        labels
-            .iter()
-            .flat_map(|(n, v)| [self.sym(n), self.sym(v)])
-            .collect()
+        labels.iter().flat_map(|(n, v)| [self.sym(n), self.sym(v)]).collect()
     }
     fn series(&mut self, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> &mut rw2::TimeSeries {
         let labels_refs = self.refs(labels);
@@ -273,11 +240,7 @@ impl V2 {
             labels_refs,
             samples: samples
                 .iter()
-                .map(|&(timestamp, value)| rw2::Sample {
-                    value,
-                    timestamp,
-                    start_timestamp: 0,
-                })
+                .map(|&(timestamp, value)| rw2::Sample { value, timestamp, start_timestamp: 0 })
                 .collect(),
             ..Default::default()
         });
@@ -307,10 +270,7 @@ fn remote_read(r: &Receiver, name: &str, start: i64, end: i64) -> ReadResponse {
     let resp = r.request(
         "POST",
         "/api/v1/read",
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-        ],
+        &[("Content-Type", "application/x-protobuf"), ("Content-Encoding", "snappy")],
         &body,
     );
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -335,18 +295,10 @@ fn rw1_write_is_stored_and_stale_markers_read_back_bit_exact() {
             &[(t, f64::NAN), (t + 1, f64::INFINITY)],
         ),
     ]);
-    let resp = r.write(
-        "application/x-protobuf",
-        &body,
-        &[("X-Prometheus-Remote-Write-Version", "0.1.0")],
-    );
+    let resp = r.write("application/x-protobuf", &body, &[("X-Prometheus-Remote-Write-Version", "0.1.0")]);
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert!(resp.body.is_empty());
-    assert_eq!(
-        resp.written(),
-        (None, None, None),
-        "RW1 answers carry no Written headers"
-    );
+    assert_eq!(resp.written(), (None, None, None), "RW1 answers carry no Written headers");
 
     let rr = remote_read(&r, "up", t - 1, t + 20_000);
     let ts = &rr.results[0].timeseries;
@@ -354,20 +306,12 @@ fn rw1_write_is_stored_and_stale_markers_read_back_bit_exact() {
     let names: Vec<_> = ts[0].labels.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["__name__", "instance", "job"]);
     assert_eq!(ts[0].samples[0].value, 1.0);
-    assert_eq!(
-        ts[0].samples[1].value.to_bits(),
-        STALE_NAN_BITS,
-        "stale marker must survive bit-exact"
-    );
+    assert_eq!(ts[0].samples[1].value.to_bits(), STALE_NAN_BITS, "stale marker must survive bit-exact");
 
     let rr = remote_read(&r, "temp", t - 1, t + 20_000);
     let s = &rr.results[0].timeseries[0];
     assert!(s.labels.iter().all(|l| l.name != "empty"));
-    assert_eq!(
-        s.samples[0].value.to_bits(),
-        f64::NAN.to_bits(),
-        "an ordinary NaN stays an ordinary NaN"
-    );
+    assert_eq!(s.samples[0].value.to_bits(), f64::NAN.to_bits(), "an ordinary NaN stays an ordinary NaN");
     assert_eq!(s.samples[1].value, f64::INFINITY);
 
     let lines = r.export("up", &[]);
@@ -382,23 +326,12 @@ fn rw2_answers_exact_written_counts_and_accepts_unsorted_refs() {
     let t = now() - 10_000;
     let mut v2 = V2::default();
     // Refs deliberately unsorted (job before __name__), as the compliance suite sends them.
-    let s = v2.series(
-        &[("job", "api"), ("__name__", "http_requests_total")],
-        &[(t, 10.0), (t + 1000, 12.0)],
-    );
-    s.metadata = Some(rw2::Metadata {
-        r#type: rw2::MetricType::Counter as i32,
-        help_ref: 0,
-        unit_ref: 0,
-    });
+    let s = v2.series(&[("job", "api"), ("__name__", "http_requests_total")], &[(t, 10.0), (t + 1000, 12.0)]);
+    s.metadata = Some(rw2::Metadata { r#type: rw2::MetricType::Counter as i32, help_ref: 0, unit_ref: 0 });
     let (trace, id) = (v2.sym("trace_id"), v2.sym("abc123"));
     let help = v2.sym("Requests served.");
     let ts = v2.req.timeseries.last_mut().unwrap();
-    ts.exemplars.push(rw2::Exemplar {
-        labels_refs: vec![trace, id],
-        value: 10.0,
-        timestamp: t,
-    });
+    ts.exemplars.push(rw2::Exemplar { labels_refs: vec![trace, id], value: 10.0, timestamp: t });
     ts.metadata.as_mut().unwrap().help_ref = help;
     let hs = v2.series(&[("__name__", "latency"), ("job", "api")], &[]);
     hs.histograms.push(rw2::Histogram {
@@ -411,17 +344,11 @@ fn rw2_answers_exact_written_counts_and_accepts_unsorted_refs() {
         timestamp: t,
         ..Default::default()
     });
-    let resp = r.write(
-        CONTENT_TYPE_RW2,
-        &v2.body(),
-        &[("X-Prometheus-Remote-Write-Version", "2.0.0")],
-    );
+    let resp = r.write(CONTENT_TYPE_RW2, &v2.body(), &[("X-Prometheus-Remote-Write-Version", "2.0.0")]);
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert_eq!(resp.written(), (Some(2), Some(1), Some(1)));
 
-    let series = r
-        .get(&format!("/api/v1/series?match[]={}", enc("{job=\"api\"}")), &[])
-        .json();
+    let series = r.get(&format!("/api/v1/series?match[]={}", enc("{job=\"api\"}")), &[]).json();
     assert_eq!(
         series["data"],
         serde_json::json!([
@@ -440,10 +367,7 @@ fn rw2_answers_exact_written_counts_and_accepts_unsorted_refs() {
     let resp = r.write(CONTENT_TYPE_RW2, &v2.body(), &[]);
     assert_eq!(resp.status, 204, "{}", resp.text());
     assert_eq!(resp.written(), (Some(2), Some(1), Some(1)));
-    assert_eq!(
-        r.export("http_requests_total", &[])[0]["values"],
-        serde_json::json!(["10", "12"])
-    );
+    assert_eq!(r.export("http_requests_total", &[])[0]["values"], serde_json::json!(["10", "12"]));
 }
 
 #[test]
@@ -453,18 +377,10 @@ fn header_checks_come_before_the_body() {
     // Unsupported content types and encodings are 415 even with a corrupt body.
     let mut corrupt = good.clone();
     corrupt[0] = b'0';
-    for ct in [
-        "application/json",
-        "image/png",
-        "application/x-protobuf;proto=yolo",
-    ] {
+    for ct in ["application/json", "image/png", "application/x-protobuf;proto=yolo"] {
         let resp = r.write(ct, &corrupt, &[]);
         assert_eq!(resp.status, 415, "{ct}: {}", resp.text());
-        assert_eq!(
-            resp.written(),
-            (None, None, None),
-            "no Written headers before negotiation succeeds"
-        );
+        assert_eq!(resp.written(), (None, None, None), "no Written headers before negotiation succeeds");
         assert!(!resp.text().is_empty(), "415 needs a human-readable body");
     }
     for ce in ["gzip", "deflate", "zstd"] {
@@ -483,11 +399,7 @@ fn header_checks_come_before_the_body() {
     // Whitespace before proto= is allowed by RFC 9110.
     let mut v2 = V2::default();
     v2.series(&[("__name__", "spaced")], &[(now(), 1.0)]);
-    let resp = r.write(
-        "application/x-protobuf; proto=io.prometheus.write.v2.Request",
-        &v2.body(),
-        &[],
-    );
+    let resp = r.write("application/x-protobuf; proto=io.prometheus.write.v2.Request", &v2.body(), &[]);
     assert_eq!((resp.status, resp.written().0), (204, Some(1)), "{}", resp.text());
     // No headers at all: RW1, snappy assumed.
     good = rw1_body(vec![rw1_series(&[("__name__", "bare")], &[(now(), 1.0)])]);
@@ -514,13 +426,8 @@ fn oversize_bodies_are_413() {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let big: Vec<_> = (0..200)
         .map(|_| {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            rw1_series(
-                &[("__name__", "m"), ("i", &format!("{x:x}{:x}", x.rotate_left(17)))],
-                &[(now(), 1.0)],
-            )
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            rw1_series(&[("__name__", "m"), ("i", &format!("{x:x}{:x}", x.rotate_left(17)))], &[(now(), 1.0)])
         })
         .collect();
     let body = rw1_body(big);
@@ -528,9 +435,8 @@ fn oversize_bodies_are_413() {
     let resp = r.write("application/x-protobuf", &body, &[]);
     assert_eq!(resp.status, 413, "{}", resp.text());
     // Small on the wire, large once decompressed.
-    let zeros: Vec<_> = (0..100)
-        .map(|_| rw1_series(&[("__name__", "m"), ("v", &"0".repeat(100))], &[(1, 0.0)]))
-        .collect();
+    let zeros: Vec<_> =
+        (0..100).map(|_| rw1_series(&[("__name__", "m"), ("v", &"0".repeat(100))], &[(1, 0.0)])).collect();
     let body = rw1_body(zeros);
     assert!(body.len() < 2048, "{}", body.len());
     let resp = r.write("application/x-protobuf", &body, &[]);
@@ -546,17 +452,10 @@ fn partial_writes_commit_valid_series_and_name_every_rejected_one() {
     v2.series(&[("job", "no-name")], &[(t, 1.0)]);
     v2.series(&[("__name__", "dup"), ("a", "1"), ("a", "2")], &[(t, 1.0)]);
     v2.series(&[("__name__", "empty")], &[]);
-    v2.req.timeseries.push(rw2::TimeSeries {
-        labels_refs: vec![1, 2, 3],
-        ..Default::default()
-    });
+    v2.req.timeseries.push(rw2::TimeSeries { labels_refs: vec![1, 2, 3], ..Default::default() });
     v2.req.timeseries.push(rw2::TimeSeries {
         labels_refs: vec![1, 999],
-        samples: vec![rw2::Sample {
-            value: 1.0,
-            timestamp: t,
-            start_timestamp: 0,
-        }],
+        samples: vec![rw2::Sample { value: 1.0, timestamp: t, start_timestamp: 0 }],
         ..Default::default()
     });
     let resp = r.write(CONTENT_TYPE_RW2, &v2.body(), &[]);
@@ -581,21 +480,13 @@ fn tsdb_semantics_duplicates_out_of_order_and_bounds() {
     let r = Receiver::start("tsdb", None, &[]);
     let t = now() - 3_600_000; // an hour old: must be accepted for a fresh series
     let send = |ts: i64, v: f64| {
-        r.write(
-            "application/x-protobuf",
-            &rw1_body(vec![rw1_series(&[("__name__", "g")], &[(ts, v)])]),
-            &[],
-        )
+        r.write("application/x-protobuf", &rw1_body(vec![rw1_series(&[("__name__", "g")], &[(ts, v)])]), &[])
     };
     assert_eq!(send(t, 1.0).status, 204);
     assert_eq!(send(t, 1.0).status, 204, "exact duplicate is accepted");
     let dup = send(t, 2.0);
     assert_eq!(dup.status, 400);
-    assert!(
-        dup.text().contains("duplicate sample for timestamp"),
-        "{}",
-        dup.text()
-    );
+    assert!(dup.text().contains("duplicate sample for timestamp"), "{}", dup.text());
     let ooo = send(t - 1, 1.0);
     assert_eq!(ooo.status, 400);
     assert!(ooo.text().contains("out of order"), "{}", ooo.text());
@@ -648,85 +539,40 @@ fn query_api_shapes() {
     assert_eq!(r.write("application/x-protobuf", &body, &[]).status, 204);
     let secs = |ms: i64| (ms / 1000).to_string();
 
-    let q = r
-        .get(
-            &format!(
-                "/api/v1/query?query={}&time={}",
-                enc("m{k=\"a\"}"),
-                secs(t0 + 90_000)
-            ),
-            &[],
-        )
-        .json();
+    let q =
+        r.get(&format!("/api/v1/query?query={}&time={}", enc("m{k=\"a\"}"), secs(t0 + 90_000)), &[]).json();
     assert_eq!(q["data"]["resultType"], "vector");
     assert_eq!(q["data"]["result"][0]["value"][1], "2");
     // After the stale marker the series is gone from instant queries.
-    let q = r
-        .get(
-            &format!(
-                "/api/v1/query?query={}&time={}",
-                enc("m{k=\"a\"}"),
-                secs(t0 + 150_000)
-            ),
-            &[],
-        )
-        .json();
+    let q =
+        r.get(&format!("/api/v1/query?query={}&time={}", enc("m{k=\"a\"}"), secs(t0 + 150_000)), &[]).json();
     assert_eq!(q["data"]["result"], serde_json::json!([]));
     // Range selector: raw samples.
-    let q = r
-        .get(
-            &format!("/api/v1/query?query={}&time={}", enc("m[5m]"), secs(t0 + 130_000)),
-            &[],
-        )
-        .json();
+    let q = r.get(&format!("/api/v1/query?query={}&time={}", enc("m[5m]"), secs(t0 + 130_000)), &[]).json();
     assert_eq!(q["data"]["resultType"], "matrix");
     assert_eq!(q["data"]["result"][0]["values"].as_array().unwrap().len(), 2);
     assert_eq!(q["data"]["result"][1]["metric"]["k"], "b");
     // Range query with a step.
     let q = r
         .get(
-            &format!(
-                "/api/v1/query_range?query=m&start={}&end={}&step=60",
-                secs(t0),
-                secs(t0 + 180_000)
-            ),
+            &format!("/api/v1/query_range?query=m&start={}&end={}&step=60", secs(t0), secs(t0 + 180_000)),
             &[],
         )
         .json();
     let a = &q["data"]["result"][0];
     assert_eq!(a["metric"]["k"], "a");
     assert_eq!(
-        a["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v[1].as_str().unwrap())
-            .collect::<Vec<_>>(),
+        a["values"].as_array().unwrap().iter().map(|v| v[1].as_str().unwrap()).collect::<Vec<_>>(),
         ["1", "2"]
     );
-    assert_eq!(
-        q["data"]["result"][1]["values"].as_array().unwrap().len(),
-        4,
-        "k=b looks back 5m"
-    );
+    assert_eq!(q["data"]["result"][1]["values"].as_array().unwrap().len(), 4, "k=b looks back 5m");
     // Labels.
-    assert_eq!(
-        r.get("/api/v1/labels", &[]).json()["data"],
-        serde_json::json!(["__name__", "k"])
-    );
-    assert_eq!(
-        r.get("/api/v1/label/k/values", &[]).json()["data"],
-        serde_json::json!(["a", "b"])
-    );
+    assert_eq!(r.get("/api/v1/labels", &[]).json()["data"], serde_json::json!(["__name__", "k"]));
+    assert_eq!(r.get("/api/v1/label/k/values", &[]).json()["data"], serde_json::json!(["a", "b"]));
     // PromQL beyond selectors: a clear 400.
     let bad = r.get(&format!("/api/v1/query?query={}", enc("rate(m[5m])")), &[]);
     assert_eq!(bad.status, 400);
-    assert!(
-        bad.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("not PromQL functions")
-    );
+    assert!(bad.json()["error"].as_str().unwrap().contains("not PromQL functions"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -736,23 +582,11 @@ fn query_api_shapes() {
 fn tenants_are_isolated_by_header() {
     let r = Receiver::start("tenants", None, &[]);
     let body = rw1_body(vec![rw1_series(&[("__name__", "m")], &[(now(), 1.0)])]);
-    assert_eq!(
-        r.write("application/x-protobuf", &body, &[("X-Scope-OrgID", "team-a")])
-            .status,
-        204
-    );
+    assert_eq!(r.write("application/x-protobuf", &body, &[("X-Scope-OrgID", "team-a")]).status, 204);
     assert_eq!(r.export("m", &[("X-Scope-OrgID", "team-a")]).len(), 1);
     assert!(r.export("m", &[("X-Scope-OrgID", "team-b")]).is_empty());
     assert!(r.export("m", &[]).is_empty(), "default tenant is separate");
-    assert_eq!(
-        r.write(
-            "application/x-protobuf",
-            &body,
-            &[("X-Scope-OrgID", "bad/tenant")]
-        )
-        .status,
-        400
-    );
+    assert_eq!(r.write("application/x-protobuf", &body, &[("X-Scope-OrgID", "bad/tenant")]).status, 400);
 }
 
 #[test]
@@ -761,15 +595,7 @@ fn auth_maps_credentials_to_tenants_and_the_header_cannot_override() {
     let r = Receiver::start("auth", Some(cfg), &[]);
     let body = rw1_body(vec![rw1_series(&[("__name__", "m")], &[(now(), 1.0)])]);
     assert_eq!(r.write("application/x-protobuf", &body, &[]).status, 401);
-    assert_eq!(
-        r.write(
-            "application/x-protobuf",
-            &body,
-            &[("Authorization", "Bearer nope")]
-        )
-        .status,
-        401
-    );
+    assert_eq!(r.write("application/x-protobuf", &body, &[("Authorization", "Bearer nope")]).status, 401);
     let resp = r.write(
         "application/x-protobuf",
         &body,
@@ -779,16 +605,10 @@ fn auth_maps_credentials_to_tenants_and_the_header_cannot_override() {
     assert_eq!(r.export("m", &[("Authorization", "Bearer tok-a")]).len(), 1);
     // basic auth "edge:pw"; tenant b enforces site="edge1".
     let basic = ("Authorization", "Basic ZWRnZTpwdw==");
-    assert!(
-        r.export("m", &[basic]).is_empty(),
-        "tenant a's data is not visible to b"
-    );
+    assert!(r.export("m", &[basic]).is_empty(), "tenant a's data is not visible to b");
     assert_eq!(r.write("application/x-protobuf", &body, &[basic]).status, 204);
     assert_eq!(r.export("m", &[basic])[0]["metric"]["site"], "edge1");
-    let clash = rw1_body(vec![rw1_series(
-        &[("__name__", "m"), ("site", "other")],
-        &[(now(), 1.0)],
-    )]);
+    let clash = rw1_body(vec![rw1_series(&[("__name__", "m"), ("site", "other")], &[(now(), 1.0)])]);
     let resp = r.write("application/x-protobuf", &clash, &[basic]);
     assert_eq!(resp.status, 400);
     assert!(resp.text().contains("enforces site"), "{}", resp.text());
@@ -801,35 +621,17 @@ fn limits_series_labels_and_rate() {
     let r = Receiver::start("limits", Some(cfg), &[]);
     let t = now();
     let s = |name: &str| rw1_series(&[("__name__", name)], &[(t, 1.0)]);
-    let resp = r.write(
-        "application/x-protobuf",
-        &rw1_body(vec![s("a"), s("b"), s("c")]),
-        &[],
-    );
+    let resp = r.write("application/x-protobuf", &rw1_body(vec![s("a"), s("b"), s("c")]), &[]);
     assert_eq!(resp.status, 400);
     assert!(resp.text().contains("series limit of 2"), "{}", resp.text());
-    let many = rw1_series(
-        &[("__name__", "a"), ("x", "1"), ("y", "2"), ("z", "3")],
-        &[(t, 1.0)],
-    );
+    let many = rw1_series(&[("__name__", "a"), ("x", "1"), ("y", "2"), ("z", "3")], &[(t, 1.0)]);
     let resp = r.write("application/x-protobuf", &rw1_body(vec![many]), &[]);
-    assert!(
-        resp.status == 400 && resp.text().contains("max_labels_per_series"),
-        "{}",
-        resp.text()
-    );
+    assert!(resp.status == 400 && resp.text().contains("max_labels_per_series"), "{}", resp.text());
     let long = rw1_series(&[("__name__", "a"), ("x", "01234567890")], &[(t, 1.0)]);
     let resp = r.write("application/x-protobuf", &rw1_body(vec![long]), &[]);
-    assert!(
-        resp.status == 400 && resp.text().contains("max_label_value_length"),
-        "{}",
-        resp.text()
-    );
+    assert!(resp.status == 400 && resp.text().contains("max_label_value_length"), "{}", resp.text());
     // 3 + 0 + 0 points used of a burst of 5; 3 more exceed it.
-    let three = rw1_body(vec![rw1_series(
-        &[("__name__", "a")],
-        &[(t + 1, 1.0), (t + 2, 1.0), (t + 3, 1.0)],
-    )]);
+    let three = rw1_body(vec![rw1_series(&[("__name__", "a")], &[(t + 1, 1.0), (t + 2, 1.0), (t + 3, 1.0)])]);
     let resp = r.write("application/x-protobuf", &three, &[]);
     assert_eq!(resp.status, 429, "{}", resp.text());
     let after: u64 = resp.header("retry-after").expect("Retry-After").parse().unwrap();
@@ -884,30 +686,19 @@ fn answered_writes_survive_kill_9() {
 fn compaction_keeps_every_sample_bit_exact() {
     let mut r = Receiver::start("compact", None, &["--storage.checkpoint-interval=200ms"]);
     let t0 = now() - 3_600_000;
-    let values: Vec<f64> = (0..50)
-        .map(|i| if i == 49 { STALE_NAN } else { (i as f64) * 1.25 })
-        .collect();
-    let samples: Vec<(i64, f64)> = values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (t0 + i as i64 * 15_000, v))
-        .collect();
+    let values: Vec<f64> = (0..50).map(|i| if i == 49 { STALE_NAN } else { (i as f64) * 1.25 }).collect();
+    let samples: Vec<(i64, f64)> =
+        values.iter().enumerate().map(|(i, &v)| (t0 + i as i64 * 15_000, v)).collect();
     assert_eq!(
-        r.write(
-            "application/x-protobuf",
-            &rw1_body(vec![rw1_series(&[("__name__", "c")], &samples)]),
-            &[]
-        )
-        .status,
+        r.write("application/x-protobuf", &rw1_body(vec![rw1_series(&[("__name__", "c")], &samples)]), &[])
+            .status,
         204
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m = r.get("/metrics", &[]).text();
-        let compacted = m
-            .lines()
-            .find(|l| l.starts_with("ferry_receiver_checkpointed_log_records_total "))
-            .unwrap();
+        let compacted =
+            m.lines().find(|l| l.starts_with("ferry_receiver_checkpointed_log_records_total ")).unwrap();
         if !compacted.ends_with(" 0") {
             break;
         }
@@ -916,11 +707,8 @@ fn compaction_keeps_every_sample_bit_exact() {
     }
     let check = |r: &Receiver| {
         let rr = remote_read(r, "c", t0, t0 + 3_600_000);
-        let got: Vec<(i64, u64)> = rr.results[0].timeseries[0]
-            .samples
-            .iter()
-            .map(|s| (s.timestamp, s.value.to_bits()))
-            .collect();
+        let got: Vec<(i64, u64)> =
+            rr.results[0].timeseries[0].samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
         let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
         assert_eq!(got, want);
     };
@@ -946,9 +734,7 @@ fn chunk_cuts_and_log_replay_survive_kill_9() {
         let body = rw1_body(vec![rw1_series(&[("__name__", "cut")], &samples)]);
         assert_eq!(r.write("application/x-protobuf", &body, &[]).status, 204);
     }
-    let want: Vec<(i64, u64)> = (0..n)
-        .map(|i| (t0 + i * 10_000, (i as f64 / 3.0).to_bits()))
-        .collect();
+    let want: Vec<(i64, u64)> = (0..n).map(|i| (t0 + i * 10_000, (i as f64 / 3.0).to_bits())).collect();
     let read = |r: &Receiver| -> Vec<(i64, u64)> {
         remote_read(r, "cut", t0, now()).results[0].timeseries[0]
             .samples
@@ -960,17 +746,10 @@ fn chunk_cuts_and_log_replay_survive_kill_9() {
     r.kill9_and_restart();
     assert_eq!(read(&r), want, "after replaying the log");
     r.kill9_and_restart();
-    assert_eq!(
-        read(&r),
-        want,
-        "after a second restart (replay checkpointed the head)"
-    );
+    assert_eq!(read(&r), want, "after a second restart (replay checkpointed the head)");
     // A re-send of an old, already chunked sample is a duplicate; a different value is not.
     let old = |v: f64| rw1_body(vec![rw1_series(&[("__name__", "cut")], &[(t0 + 10_000, v)])]);
-    assert_eq!(
-        r.write("application/x-protobuf", &old(1.0 / 3.0), &[]).status,
-        204
-    );
+    assert_eq!(r.write("application/x-protobuf", &old(1.0 / 3.0), &[]).status, 204);
     assert_eq!(r.write("application/x-protobuf", &old(9.0), &[]).status, 400);
 }
 
@@ -983,14 +762,8 @@ fn self_metrics_and_health() {
     r.write("application/x-protobuf", &body, &[]);
     r.write("application/json", &body, &[]);
     let m = r.get("/metrics", &[]).text();
-    assert!(
-        m.contains("ferry_receiver_write_requests_total{proto=\"rw1\",code=\"204\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("ferry_receiver_write_requests_total{proto=\"unknown\",code=\"415\"} 1"),
-        "{m}"
-    );
+    assert!(m.contains("ferry_receiver_write_requests_total{proto=\"rw1\",code=\"204\"} 1"), "{m}");
+    assert!(m.contains("ferry_receiver_write_requests_total{proto=\"unknown\",code=\"415\"} 1"), "{m}");
     assert!(m.contains("ferry_receiver_samples_written_total 1"), "{m}");
     assert!(m.contains("ferry_receiver_series 1"), "{m}");
 }
@@ -1007,9 +780,6 @@ fn bad_config_names_file_line_and_column() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}:3:", p.display())) && err.contains("max_sries"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{}:3:", p.display())) && err.contains("max_sries"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -103,26 +103,13 @@ mod tests {
 
     #[test]
     fn expansion_rules() {
-        assert_eq!(
-            expand("field: spec.nodeName=${NODE_NAME}", env).unwrap(),
-            "field: spec.nodeName=node-1"
-        );
+        assert_eq!(expand("field: spec.nodeName=${NODE_NAME}", env).unwrap(), "field: spec.nodeName=node-1");
         assert_eq!(expand("a: ${MISSING:-x}", env).unwrap(), "a: x");
-        assert_eq!(
-            expand("a: ${EMPTY:-x}", env).unwrap(),
-            "a: x",
-            ":- also covers empty, like the shell"
-        );
+        assert_eq!(expand("a: ${EMPTY:-x}", env).unwrap(), "a: x", ":- also covers empty, like the shell");
         assert_eq!(expand("a: ${EMPTY}", env).unwrap(), "a: ");
-        assert_eq!(
-            expand("price: $$5 and $$$${NODE_NAME}", env).unwrap(),
-            "price: $5 and $${NODE_NAME}"
-        );
+        assert_eq!(expand("price: $$5 and $$$${NODE_NAME}", env).unwrap(), "price: $5 and $${NODE_NAME}");
         // Relabel templates survive.
-        assert_eq!(
-            expand("replacement: '$1:${1}' x: $", env).unwrap(),
-            "replacement: '$1:${1}' x: $"
-        );
+        assert_eq!(expand("replacement: '$1:${1}' x: $", env).unwrap(), "replacement: '$1:${1}' x: $");
         let e = expand("a: 1\nb: ${host}\n", env).unwrap_err();
         assert!(e.starts_with("line 2:") && e.contains("$${host}"), "{e}");
         assert!(expand("a: ${X:-", env).is_err());

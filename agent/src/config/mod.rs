@@ -41,11 +41,9 @@ impl Protocol {
             "OpenMetricsText0.0.1" => Ok(Protocol::OpenMetrics0),
             "PrometheusText1.0.0" => Ok(Protocol::Text1),
             "PrometheusText0.0.4" => Ok(Protocol::Text004),
-            "PrometheusProto" => Err(
-                "scrape protocol PrometheusProto is not supported by ferry-agent; \
+            "PrometheusProto" => Err("scrape protocol PrometheusProto is not supported by ferry-agent; \
                  use OpenMetricsText1.0.0 or PrometheusText0.0.4"
-                    .into(),
-            ),
+                .into()),
             other => Err(format!(
                 "unknown scrape protocol {other:?}, supported: OpenMetricsText1.0.0, OpenMetricsText0.0.1, \
                  PrometheusText1.0.0, PrometheusText0.0.4"
@@ -72,12 +70,8 @@ impl Protocol {
     }
 }
 
-const DEFAULT_PROTOCOLS: [Protocol; 4] = [
-    Protocol::OpenMetrics1,
-    Protocol::OpenMetrics0,
-    Protocol::Text1,
-    Protocol::Text004,
-];
+const DEFAULT_PROTOCOLS: [Protocol; 4] =
+    [Protocol::OpenMetrics1, Protocol::OpenMetrics0, Protocol::Text1, Protocol::Text004];
 
 /// A job with every setting resolved.
 #[derive(Debug, Clone)]
@@ -175,12 +169,7 @@ fn yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
             }
         }
     }
-    ConfigError {
-        file: file.to_owned(),
-        line,
-        column,
-        msg,
-    }
+    ConfigError { file: file.to_owned(), line, column, msg }
 }
 
 /// The 1-based line and column of byte offset `i` in `text`.
@@ -204,12 +193,7 @@ impl Ctx<'_> {
     /// An error placed at the first occurrence of `near` (a key or value in the file).
     fn err(&self, near: &str, msg: impl Into<String>) -> ConfigError {
         let (line, column) = locate(self.text, near);
-        ConfigError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            msg: msg.into(),
-        }
+        ConfigError { file: self.file.to_owned(), line, column, msg: msg.into() }
     }
 }
 
@@ -227,10 +211,9 @@ fn check_http(ctx: &Ctx<'_>, where_: &str, h: &HttpClient) -> Result<(), ConfigE
         return Err(ctx.err(where_, format!("{where_}: at most one of basic_auth, authorization, bearer_token(_file) and oauth2 may be configured")));
     }
     if h.bearer_token.is_some() && h.bearer_token_file.is_some() {
-        return Err(ctx.err(
-            "bearer_token",
-            format!("{where_}: at most one of bearer_token and bearer_token_file"),
-        ));
+        return Err(
+            ctx.err("bearer_token", format!("{where_}: at most one of bearer_token and bearer_token_file"))
+        );
     }
     if h.oauth2 {
         return Err(ctx.err("oauth2", format!("{where_}.oauth2: OAuth 2.0 is not supported by ferry-agent yet; use authorization or basic_auth")));
@@ -253,10 +236,9 @@ fn check_http(ctx: &Ctx<'_>, where_: &str, h: &HttpClient) -> Result<(), ConfigE
         if b.username.is_some() && b.username_file.is_some()
             || b.password.is_some() && b.password_file.is_some()
         {
-            return Err(ctx.err(
-                "basic_auth",
-                format!("{where_}.basic_auth: give a value or a file, not both"),
-            ));
+            return Err(
+                ctx.err("basic_auth", format!("{where_}.basic_auth: give a value or a file, not both"))
+            );
         }
     }
     for name in h.http_headers.keys() {
@@ -264,18 +246,15 @@ fn check_http(ctx: &Ctx<'_>, where_: &str, h: &HttpClient) -> Result<(), ConfigE
             || name.eq_ignore_ascii_case("authorization")
             || name.eq_ignore_ascii_case("x-prometheus-scrape-timeout-seconds")
         {
-            return Err(ctx.err(
-                name,
-                format!("{where_}.http_headers: header {name:?} is reserved and cannot be set"),
-            ));
+            return Err(ctx
+                .err(name, format!("{where_}.http_headers: header {name:?} is reserved and cannot be set")));
         }
     }
     if let Some(p) = &h.proxy_url {
         if h.proxy_from_environment {
-            return Err(ctx.err(
-                p,
-                format!("{where_}: proxy_url and proxy_from_environment are mutually exclusive"),
-            ));
+            return Err(
+                ctx.err(p, format!("{where_}: proxy_url and proxy_from_environment are mutually exclusive"))
+            );
         }
     }
     if let Some(t) = &h.tls_config {
@@ -297,10 +276,9 @@ fn validation_scheme(ctx: &Ctx<'_>, s: Option<&str>) -> Result<Option<NameValida
         None => Ok(None),
         Some("" | "utf8") => Ok(Some(NameValidation::Utf8)),
         Some("legacy") => Ok(Some(NameValidation::Legacy)),
-        Some(other) => Err(ctx.err(
-            other,
-            format!("unrecognized ValidationScheme {other:?}: use utf8 or legacy"),
-        )),
+        Some(other) => {
+            Err(ctx.err(other, format!("unrecognized ValidationScheme {other:?}: use utf8 or legacy")))
+        }
     }
 }
 
@@ -314,22 +292,17 @@ const K8S_ROLES: [&str; 6] = ["node", "service", "pod", "endpoints", "endpointsl
 fn check_kubernetes(ctx: &Ctx<'_>, job: &str, k: &KubernetesSdConfig) -> Result<(), ConfigError> {
     let w = format!("job {job:?} kubernetes_sd_configs");
     if !K8S_ROLES.contains(&k.role.as_str()) {
-        return Err(ctx.err(
-            &k.role,
-            format!("{w}: role {:?} is not one of {}", k.role, K8S_ROLES.join(", ")),
-        ));
+        return Err(
+            ctx.err(&k.role, format!("{w}: role {:?} is not one of {}", k.role, K8S_ROLES.join(", ")))
+        );
     }
     if k.api_server.is_some() && k.kubeconfig_file.is_some() {
-        return Err(ctx.err(
-            "kubeconfig_file",
-            format!("{w}: api_server and kubeconfig_file are mutually exclusive"),
-        ));
+        return Err(
+            ctx.err("kubeconfig_file", format!("{w}: api_server and kubeconfig_file are mutually exclusive"))
+        );
     }
     if k.api_server.is_none() && k.http_client() != HttpClient::default() {
-        return Err(ctx.err(
-            &k.role,
-            format!("{w}: HTTP client options need an explicit api_server"),
-        ));
+        return Err(ctx.err(&k.role, format!("{w}: HTTP client options need an explicit api_server")));
     }
     let allowed: &[&str] = match k.role.as_str() {
         "pod" => &["pod", "node"],
@@ -357,10 +330,7 @@ fn check_kubernetes(ctx: &Ctx<'_>, job: &str, k: &KubernetesSdConfig) -> Result<
             ));
         }
         if seen.contains(&s.role) {
-            return Err(ctx.err(
-                &s.role,
-                format!("{w}: selector for role {:?} given twice", s.role),
-            ));
+            return Err(ctx.err(&s.role, format!("{w}: selector for role {:?} given twice", s.role)));
         }
         seen.push(s.role.clone());
         for sel in [&s.label, &s.field].into_iter().flatten() {
@@ -405,24 +375,14 @@ impl Config {
         let file = path.display().to_string();
         let text = if expand_env {
             env::expand(text, &env_get).map_err(|msg| {
-                let line = msg
-                    .strip_prefix("line ")
-                    .and_then(|r| r.split(':').next()?.parse().ok())
-                    .unwrap_or(0);
-                ConfigError {
-                    file: file.clone(),
-                    line,
-                    column: 1,
-                    msg,
-                }
+                let line =
+                    msg.strip_prefix("line ").and_then(|r| r.split(':').next()?.parse().ok()).unwrap_or(0);
+                ConfigError { file: file.clone(), line, column: 1, msg }
             })?
         } else {
             text.to_owned()
         };
-        let ctx = Ctx {
-            file: &file,
-            text: &text,
-        };
+        let ctx = Ctx { file: &file, text: &text };
         let raw: FileConfig = if text.trim().is_empty() {
             FileConfig::default()
         } else {
@@ -444,10 +404,7 @@ impl Config {
         let g_interval = g.scrape_interval.map_or(Duration::from_secs(60), |d| d.0);
         let g_timeout = match g.scrape_timeout {
             Some(t) if t.0 > g_interval => {
-                return Err(ctx.err(
-                    "scrape_timeout",
-                    "global scrape timeout greater than scrape interval",
-                ));
+                return Err(ctx.err("scrape_timeout", "global scrape timeout greater than scrape interval"));
             }
             Some(t) => t.0,
             None => g_interval.min(Duration::from_secs(10)),
@@ -456,10 +413,7 @@ impl Config {
             validation_scheme(&ctx, g.metric_name_validation_scheme.as_deref())?.unwrap_or_default();
         for name in g.external_labels.keys() {
             if !ferry_protocol::labels::is_valid_label_name(name, g_validation) || name.starts_with("__") {
-                return Err(ctx.err(
-                    name,
-                    format!("external_labels: {name:?} is not a valid label name"),
-                ));
+                return Err(ctx.err(name, format!("external_labels: {name:?} is not a valid label name")));
             }
         }
         let external_labels = LabelSet::from_pairs(g.external_labels.clone())
@@ -508,10 +462,9 @@ impl Config {
             let interval = sc.scrape_interval.map_or(g_interval, |d| d.0);
             let timeout = match sc.scrape_timeout {
                 Some(t) if t.0 > interval => {
-                    return Err(ctx.err(
-                        &at,
-                        format!("job {name:?}: scrape timeout greater than scrape interval"),
-                    ));
+                    return Err(
+                        ctx.err(&at, format!("job {name:?}: scrape timeout greater than scrape interval"))
+                    );
                 }
                 Some(t) => t.0,
                 None => g_timeout.min(interval),
@@ -549,29 +502,24 @@ impl Config {
                 ),
                 None => None,
             };
-            let escaping = match sc
-                .metric_name_escaping_scheme
-                .as_ref()
-                .or(g.metric_name_escaping_scheme.as_ref())
-            {
-                Some(e) if ["allow-utf-8", "underscores", "dots", "values"].contains(&e.as_str()) => {
-                    e.clone()
-                }
-                Some(e) => {
-                    return Err(ctx.err(
-                        e,
-                        format!("job {name:?}: unknown metric_name_escaping_scheme {e:?}"),
-                    ));
-                }
-                None if validation == NameValidation::Legacy => "underscores".into(),
-                None => "allow-utf-8".into(),
-            };
+            let escaping =
+                match sc.metric_name_escaping_scheme.as_ref().or(g.metric_name_escaping_scheme.as_ref()) {
+                    Some(e) if ["allow-utf-8", "underscores", "dots", "values"].contains(&e.as_str()) => {
+                        e.clone()
+                    }
+                    Some(e) => {
+                        return Err(
+                            ctx.err(e, format!("job {name:?}: unknown metric_name_escaping_scheme {e:?}"))
+                        );
+                    }
+                    None if validation == NameValidation::Legacy => "underscores".into(),
+                    None => "allow-utf-8".into(),
+                };
             let scheme = sc.scheme.clone().unwrap_or_else(|| "http".into());
             if scheme != "http" && scheme != "https" {
-                return Err(ctx.err(
-                    &scheme,
-                    format!("job {name:?}: scheme must be http or https, got {scheme:?}"),
-                ));
+                return Err(
+                    ctx.err(&scheme, format!("job {name:?}: scheme must be http or https, got {scheme:?}"))
+                );
             }
             let compile = |rules: &[RuleSpec], what: &str| -> Result<Vec<Rule>, ConfigError> {
                 rules
@@ -598,11 +546,7 @@ impl Config {
             }
             for k in &sc.kubernetes_sd_configs {
                 check_kubernetes(&ctx, name, k)?;
-                check_http(
-                    &ctx,
-                    &format!("job {name:?} kubernetes_sd_configs"),
-                    &k.http_client(),
-                )?;
+                check_http(&ctx, &format!("job {name:?} kubernetes_sd_configs"), &k.http_client())?;
             }
             for h in &sc.http_sd_configs {
                 check_http(&ctx, &format!("job {name:?} http_sd_configs"), &h.http_client())?;
@@ -611,10 +555,7 @@ impl Config {
             check_http(&ctx, &format!("job {name:?}"), &http)?;
             let pick =
                 |job: Option<u64>, global: Option<u64>| job.filter(|&v| v != 0).or(global).unwrap_or(0);
-            let extra = sc
-                .extra_scrape_metrics
-                .or(g.extra_scrape_metrics)
-                .unwrap_or(false);
+            let extra = sc.extra_scrape_metrics.or(g.extra_scrape_metrics).unwrap_or(false);
             jobs.push(Job {
                 name: name.clone(),
                 interval,
@@ -666,11 +607,7 @@ impl Config {
                     format!("{w}: url must start with http:// or https://, got {:?}", rw.url),
                 ));
             }
-            for (key, v) in [
-                ("sigv4", &rw.sigv4),
-                ("azuread", &rw.azuread),
-                ("google_iam", &rw.google_iam),
-            ] {
+            for (key, v) in [("sigv4", &rw.sigv4), ("azuread", &rw.azuread), ("google_iam", &rw.google_iam)] {
                 if v.is_some() {
                     return Err(ctx.err(&format!("{key}:"), format!("{w}: {key} is not supported by ferry-agent; use authorization, basic_auth or tls_config")));
                 }
@@ -680,10 +617,7 @@ impl Config {
                     return Err(ctx.err(h, format!("{w}: authorization header must be changed via the basic_auth or authorization parameter")));
                 }
                 if is_reserved_header(h) {
-                    return Err(ctx.err(
-                        h,
-                        format!("{w}: {h} is a reserved header. It must not be changed"),
-                    ));
+                    return Err(ctx.err(h, format!("{w}: {h} is a reserved header. It must not be changed")));
                 }
             }
             let proto = match rw.protobuf_message.as_deref() {
@@ -703,25 +637,18 @@ impl Config {
             }
             let max_samples = q.max_samples_per_send.unwrap_or(2000);
             if max_samples == 0 || q.capacity == Some(0) {
-                return Err(ctx.err(
-                    &at,
-                    format!("{w}: max_samples_per_send and capacity must be positive"),
-                ));
+                return Err(ctx.err(&at, format!("{w}: max_samples_per_send and capacity must be positive")));
             }
             let min_backoff = q.min_backoff.map_or(Duration::from_millis(30), |d| d.0);
             let max_backoff = q.max_backoff.map_or(Duration::from_secs(5), |d| d.0);
             if max_backoff < min_backoff {
                 return Err(ctx.err(&at, format!("{w}: max_backoff must not be below min_backoff")));
             }
-            let name = rw
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{:016x}", fnv1a(rw.url.as_bytes())));
+            let name = rw.name.clone().unwrap_or_else(|| format!("{:016x}", fnv1a(rw.url.as_bytes())));
             if remote_write.iter().any(|r: &RemoteWrite| r.name == name) {
-                return Err(ctx.err(
-                    &at,
-                    format!("{w}: found multiple remote write configs with name {name:?}"),
-                ));
+                return Err(
+                    ctx.err(&at, format!("{w}: found multiple remote write configs with name {name:?}"))
+                );
             }
             let http = rw.http_client();
             check_http(&ctx, &w, &http)?;
@@ -782,21 +709,12 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// Files matching `pattern` (relative to `base`), where `*` may appear only in the last
 /// component.
 pub fn glob_files(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
-    let p = if Path::new(pattern).is_absolute() {
-        PathBuf::from(pattern)
-    } else {
-        base.join(pattern)
-    };
+    let p = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base.join(pattern) };
     let dir = p.parent().unwrap_or(Path::new("."));
     if dir.to_string_lossy().contains('*') {
-        return Err(format!(
-            "{pattern:?}: '*' is allowed only in the last path component"
-        ));
+        return Err(format!("{pattern:?}: '*' is allowed only in the last path component"));
     }
-    let last = p
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let last = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     if !last.contains('*') {
         return Ok(if p.exists() { vec![p] } else { vec![] });
     }

@@ -18,9 +18,7 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        crate::duration::parse(&s)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
+        crate::duration::parse(&s).map(Dur).map_err(serde::de::Error::custom)
     }
 }
 
@@ -43,9 +41,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "PB" | "PiB" => 1 << 50,
         "EB" | "EiB" => 1 << 60,
         u => {
-            return Err(format!(
-                "invalid size {s:?}: unknown unit {u:?} (use B, KB, MB, GB, TB)"
-            ));
+            return Err(format!("invalid size {s:?}: unknown unit {u:?} (use B, KB, MB, GB, TB)"));
         }
     };
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))
@@ -61,9 +57,7 @@ impl<'de> Deserialize<'de> for Size {
         }
         match Raw::deserialize(d)? {
             Raw::N(0) => Ok(Size(0)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!(
-                "size \"{n}\" needs a unit, e.g. {n}MB"
-            ))),
+            Raw::N(n) => Err(serde::de::Error::custom(format!("size \"{n}\" needs a unit, e.g. {n}MB"))),
             Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
         }
     }

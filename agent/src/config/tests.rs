@@ -7,9 +7,7 @@ use std::time::Duration;
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::parse(text, Path::new("agent.yaml"), true, |n| {
-        (n == "NODE_NAME").then(|| "node-7".to_owned())
-    })
+    Config::parse(text, Path::new("agent.yaml"), true, |n| (n == "NODE_NAME").then(|| "node-7".to_owned()))
 }
 
 fn err(text: &str) -> ConfigError {
@@ -63,20 +61,12 @@ fn env_expansion_for_daemonsets() {
         "scrape_configs:\n  - job_name: pods\n    kubernetes_sd_configs:\n      - role: pod\n        selectors:\n          - {role: pod, field: spec.nodeName=${NODE_NAME}}\n    relabel_configs:\n      - {source_labels: [a], regex: '(.*)', target_label: '${1}', replacement: '$1'}\n",
     )
     .unwrap();
-    assert_eq!(
-        c.jobs[0].kubernetes_sd[0].selectors[0].field.as_deref(),
-        Some("spec.nodeName=node-7")
-    );
+    assert_eq!(c.jobs[0].kubernetes_sd[0].selectors[0].field.as_deref(), Some("spec.nodeName=node-7"));
     let e = err("scrape_configs:\n  - job_name: x\n    static_configs: [{targets: ['${TARGET}']}]\n");
     assert_eq!((e.line, e.file.as_str()), (3, "agent.yaml"));
     assert!(e.msg.contains("TARGET is not set"), "{e}");
-    let off = Config::parse(
-        "scrape_configs: [{job_name: '${X}'}]\n",
-        Path::new("a.yaml"),
-        false,
-        |_| None,
-    )
-    .unwrap();
+    let off = Config::parse("scrape_configs: [{job_name: '${X}'}]\n", Path::new("a.yaml"), false, |_| None)
+        .unwrap();
     assert_eq!(off.jobs[0].name, "${X}");
 }
 
@@ -85,10 +75,7 @@ fn errors_name_file_line_and_column() {
     let e =
         err("global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: x\n    static_configz: []\n");
     assert_eq!((e.line, e.column), (5, 5), "{e}");
-    assert!(
-        e.to_string().starts_with("agent.yaml:5:5: ") && e.msg.contains("static_configz"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("agent.yaml:5:5: ") && e.msg.contains("static_configz"), "{e}");
 
     let e = err("scrape_configs:\n  - job_name: x\n    scrape_interval: 1.5s\n");
     assert_eq!(e.line, 3, "{e}");
@@ -112,22 +99,13 @@ fn errors_name_file_line_and_column() {
 
     let e = err("scrape_configs:\n  - job_name: a\n  - job_name: b\n  - job_name: a\n");
     assert_eq!(e.line, 4, "{e}");
-    assert!(
-        e.msg.contains("multiple scrape configs with job name \"a\""),
-        "{e}"
-    );
+    assert!(e.msg.contains("multiple scrape configs with job name \"a\""), "{e}");
 
     let e = err("scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n");
-    assert!(
-        e.msg.contains("scrape timeout greater than scrape interval") && e.line == 2,
-        "{e}"
-    );
+    assert!(e.msg.contains("scrape timeout greater than scrape interval") && e.line == 2, "{e}");
 
     let e = err("scrape_configs:\n  - job_name: a\n    static_configs: [{targets: ['http://h:9100']}]\n");
-    assert!(
-        e.msg.contains("\"http://h:9100\" is not a valid hostname") && e.line == 3,
-        "{e}"
-    );
+    assert!(e.msg.contains("\"http://h:9100\" is not a valid hostname") && e.line == 3, "{e}");
 
     let e = err("scrape_configs:\n  - job_name: a\n    http_headers:\n      User-Agent: {values: [x]}\n");
     assert!(e.msg.contains("reserved") && e.line == 4, "{e}");
@@ -147,10 +125,7 @@ fn errors_name_file_line_and_column() {
     let e = err(
         "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n        selectors: [{role: service}]\n",
     );
-    assert!(
-        e.msg.contains("not allowed with role \"pod\"") && e.line == 5,
-        "{e}"
-    );
+    assert!(e.msg.contains("not allowed with role \"pod\"") && e.line == 5, "{e}");
 
     let e = err(
         "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u, password: p}\n    authorization: {credentials: t}\n",

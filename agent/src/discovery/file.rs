@@ -26,11 +26,7 @@ struct FileGroup {
 /// Parses one file's groups; `__meta_filepath` is added to each group's labels.
 pub fn read_groups(path: &Path) -> Result<Vec<TargetGroup>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let groups: Vec<FileGroup> = if ext == "json" {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     } else if text.trim().is_empty() {
@@ -114,11 +110,7 @@ pub async fn run(
         }
         if last_sent.as_ref() != Some(&all) {
             if tx
-                .send(Update {
-                    job: job.clone(),
-                    provider: provider.clone(),
-                    groups: all.clone(),
-                })
+                .send(Update { job: job.clone(), provider: provider.clone(), groups: all.clone() })
                 .await
                 .is_err()
             {

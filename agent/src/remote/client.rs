@@ -43,25 +43,16 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
         return None;
     }
     let day: i64 = parts[1].parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == parts[2])? as i64
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])? as i64
         + 1;
     let year: i64 = parts[3].parse().ok()?;
-    let hms: Vec<i64> = parts[4]
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
+    let hms: Vec<i64> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
     if hms.len() != 3 {
         return None;
     }
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * m + 2) / 5 + day - 1;
@@ -96,10 +87,7 @@ pub async fn send(
     let req = match fetcher.prepare(req) {
         Ok(r) => r,
         Err(e) => {
-            return Outcome::Retry {
-                why: format!("credentials: {e}"),
-                after: None,
-            };
+            return Outcome::Retry { why: format!("credentials: {e}"), after: None };
         }
     };
     let resp = match req.send().await {
@@ -155,14 +143,8 @@ mod tests {
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
         assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -26,10 +26,7 @@ pub struct SeriesData {
 pub fn apply_created(series: &mut [SeriesData]) {
     fn key(ls: &LabelSet, family: &str) -> String {
         let mut k = family.to_owned();
-        for l in ls
-            .iter()
-            .filter(|l| !matches!(l.name.as_str(), "__name__" | "le" | "quantile"))
-        {
+        for l in ls.iter().filter(|l| !matches!(l.name.as_str(), "__name__" | "le" | "quantile")) {
             k.push('\u{0}');
             k.push_str(&l.name);
             k.push('=');
@@ -52,9 +49,7 @@ pub fn apply_created(series: &mut [SeriesData]) {
         let Some(name) = s.labels.metric_name() else {
             continue;
         };
-        let family = ["_total", "_count", "_sum", "_bucket"]
-            .iter()
-            .find_map(|suf| name.strip_suffix(suf));
+        let family = ["_total", "_count", "_sum", "_bucket"].iter().find_map(|suf| name.strip_suffix(suf));
         if let Some(v) = family.and_then(|f| created.get(&key(&s.labels, f))) {
             // 0 means unset on the wire; the spec says to send 1 ms for the epoch itself.
             s.start_timestamp = ((v * 1000.0) as i64).max(1);
@@ -137,11 +132,7 @@ impl Payload {
                     .map(|(l, v, t)| {
                         let mut refs = Vec::new();
                         table.symbolize_labels(l, &mut refs);
-                        rw2::Exemplar {
-                            labels_refs: refs,
-                            value: *v,
-                            timestamp: *t,
-                        }
+                        rw2::Exemplar { labels_refs: refs, value: *v, timestamp: *t }
                     })
                     .collect();
                 let metadata = s.metadata.as_ref().map(|m| rw2::Metadata {
@@ -166,19 +157,15 @@ impl Payload {
                 }
             })
             .collect();
-        rw2::Request {
-            symbols: table.take_symbols(),
-            timeseries,
-        }
+        rw2::Request { symbols: table.take_symbols(), timeseries }
     }
 }
 
 /// The metric family a series name belongs to, for metadata lookup: the name itself, or
 /// the name without a suffix the exposition formats add.
 pub fn family_candidates(name: &str) -> impl Iterator<Item = &str> {
-    const SUFFIXES: [&str; 8] = [
-        "_total", "_bucket", "_count", "_sum", "_created", "_info", "_gcount", "_gsum",
-    ];
+    const SUFFIXES: [&str; 8] =
+        ["_total", "_bucket", "_count", "_sum", "_created", "_info", "_gcount", "_gsum"];
     std::iter::once(name).chain(SUFFIXES.iter().filter_map(move |s| name.strip_suffix(s)))
 }
 
@@ -207,10 +194,7 @@ mod tests {
         let mut t = SymbolTable::new();
         let r2 = p.rw2(&mut t);
         assert_eq!(r2.symbols[0], "");
-        assert_eq!(
-            resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(),
-            *ls
-        );
+        assert_eq!(resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(), *ls);
         assert_eq!(r2.timeseries[0].metadata.unwrap().r#type, 2);
         assert_eq!(r2.timeseries[0].exemplars.len(), 1);
         assert!(family_candidates("http_requests_total").any(|f| f == "http_requests"));
@@ -235,16 +219,9 @@ mod tests {
         apply_created(&mut series);
         assert_eq!(series[0].start_timestamp, 1_520_872_607_123);
         assert_eq!(series[2].start_timestamp, 0, "no _created for code=500");
-        assert_eq!(
-            series[3].start_timestamp, 1_000_000,
-            "le is ignored when matching"
-        );
+        assert_eq!(series[3].start_timestamp, 1_000_000, "le is ignored when matching");
         let mut t = SymbolTable::new();
-        let r = Payload {
-            series,
-            metadata: vec![],
-        }
-        .rw2(&mut t);
+        let r = Payload { series, metadata: vec![] }.rw2(&mut t);
         assert_eq!(r.timeseries[0].samples[0].start_timestamp, 1_520_872_607_123);
     }
 }

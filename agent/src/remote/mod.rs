@@ -3,3 +3,4 @@
 pub mod client;
 pub mod encode;
 pub mod queue;
+pub mod wire;

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_protocol::codec::Encoder;
 use ferry_protocol::{LabelSet, SymbolTable, WriteProto};
 use tokio::sync::{mpsc, watch};
 
@@ -74,15 +73,16 @@ struct Shared {
 
 /// Jittered exponential backoff: a random point in the upper half of the current step.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
     let frac = 0.5 + (nanos % 1000) as f64 / 2000.0;
     d.mul_f64(frac)
 }
 
 async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
-    let mut encoder = Encoder::default();
+    // Buffers reused across requests: raw protobuf, RW2 series bytes, snappy state.
+    let (mut raw, mut series_buf) = (Vec::new(), Vec::new());
+    let mut snappy = ferry_protocol::snappy::BlockEncoder::default();
     let mut table = SymbolTable::new();
     while let Some(mut job) = rx.recv().await {
         let cfg = &shared.cfg;
@@ -94,8 +94,7 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 s.samples.retain(|(t, _)| *t >= cutoff);
             }
             job.payload.series.retain(|s| !s.samples.is_empty());
-            m.dropped_age
-                .fetch_add((before - job.payload.samples()) as u64, Relaxed);
+            m.dropped_age.fetch_add((before - job.payload.samples()) as u64, Relaxed);
         }
         let mut attempt = 0u32;
         let mut backoff = cfg.min_backoff;
@@ -109,10 +108,12 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
             } else {
                 WriteProto::V2
             };
-            let body = match proto {
-                WriteProto::V1 => encoder.encode(&job.payload.rw1(cfg.send_exemplars)),
-                WriteProto::V2 => encoder.encode(&job.payload.rw2(&mut table)),
-            };
+            match proto {
+                WriteProto::V1 => super::wire::rw1(&job.payload, cfg.send_exemplars, &mut raw),
+                WriteProto::V2 => super::wire::rw2(&job.payload, &mut table, &mut series_buf, &mut raw),
+            }
+            let mut body = Vec::new();
+            snappy.encode_into(&raw, &mut body);
             if cfg.max_bytes_per_second > 0 {
                 let wait = {
                     let mut r = shared.rate.lock().expect("rate lock");
@@ -129,15 +130,8 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
             }
             let len = body.len();
             let samples = job.payload.samples();
-            match client::send(
-                &shared.fetcher,
-                cfg,
-                proto,
-                body,
-                attempt,
-                (samples, job.payload.exemplars()),
-            )
-            .await
+            match client::send(&shared.fetcher, cfg, proto, body, attempt, (samples, job.payload.exemplars()))
+                .await
             {
                 Outcome::Sent => {
                     m.samples_sent.fetch_add(samples as u64, Relaxed);
@@ -306,11 +300,7 @@ pub async fn run(
         // Lane scaling, between requests only.
         if period.elapsed() >= Duration::from_secs(10) && inflight.is_empty() && pending.is_empty() {
             let n = lanes.len() as u64;
-            let want = if kept_up {
-                (n / 2).max(cfg.min_shards)
-            } else {
-                (n * 2).min(cfg.max_shards)
-            };
+            let want = if kept_up { (n / 2).max(cfg.min_shards) } else { (n * 2).min(cfg.max_shards) };
             if want != n {
                 drop(std::mem::take(&mut lanes));
                 spawn_lanes(want, &mut lanes, &mut lane_tasks);
@@ -362,10 +352,7 @@ pub async fn run(
         dispatched = entry.next;
         // Record → request data.
         for md in &entry.batch.metadata {
-            families.insert(
-                md.metric_family.clone(),
-                Arc::new((md.kind, md.help.clone(), md.unit.clone())),
-            );
+            families.insert(md.metric_family.clone(), Arc::new((md.kind, md.help.clone(), md.unit.clone())));
         }
         let mut rec = Record {
             at: entry.at,
@@ -388,13 +375,18 @@ pub async fn run(
                         metrics.dropped_unresolved.fetch_add(1, Relaxed);
                         continue;
                     };
-                    let mut b = Builder::from_set(raw);
-                    for l in &external {
-                        if b.get(&l.name).is_empty() {
-                            b.set(&l.name, &l.value);
+                    let kept = if external.is_empty() && cfg.write_relabel.is_empty() {
+                        // Nothing changes the labels: share the WAL's copy.
+                        Some(raw.clone())
+                    } else {
+                        let mut b = Builder::from_set(raw);
+                        for l in &external {
+                            if b.get(&l.name).is_empty() {
+                                b.set(&l.name, &l.value);
+                            }
                         }
-                    }
-                    let kept = relabel::process(&cfg.write_relabel, &mut b).then(|| Arc::new(b.labels()));
+                        relabel::process(&cfg.write_relabel, &mut b).then(|| Arc::new(b.labels()))
+                    };
                     series.insert(s.series, kept.clone());
                     kept
                 }
@@ -420,9 +412,7 @@ pub async fn run(
         }
         for e in &entry.batch.exemplars {
             if let Some(&i) = index.get(&e.series) {
-                rec.series[i]
-                    .exemplars
-                    .push((e.labels.clone(), e.value, e.timestamp));
+                rec.series[i].exemplars.push((e.labels.clone(), e.value, e.timestamp));
             }
         }
         super::encode::apply_created(&mut rec.series);
@@ -439,10 +429,8 @@ pub async fn run(
             }
         }
         if n > max {
-            let mut parts: Vec<Payload> = vec![Payload {
-                series: Vec::new(),
-                metadata: rec.metadata.clone(),
-            }];
+            let mut parts: Vec<Payload> =
+                vec![Payload { series: Vec::new(), metadata: rec.metadata.clone() }];
             let mut count = 0;
             for mut s in rec.series.drain(..) {
                 while !s.samples.is_empty() {
@@ -466,11 +454,7 @@ pub async fn run(
             inflight.insert(rec.at, parts.len());
             for payload in parts {
                 if lanes[lane_no]
-                    .send(Job {
-                        payload,
-                        records: vec![rec.at],
-                        newest_ts: rec.ts,
-                    })
+                    .send(Job { payload, records: vec![rec.at], newest_ts: rec.ts })
                     .await
                     .is_err()
                 {

@@ -61,16 +61,9 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fetched<'a> {
     /// HTTP 200 with this body and Content-Type.
-    Body {
-        body: &'a str,
-        content_type: Option<&'a str>,
-        decoded_len: usize,
-    },
+    Body { body: &'a str, content_type: Option<&'a str>, decoded_len: usize },
     /// Transport, status, size or content-type failure before parsing.
-    Failed {
-        error: String,
-        body_size_limit_hit: bool,
-    },
+    Failed { error: String, body_size_limit_hit: bool },
 }
 
 /// Per-target state kept across scrapes.
@@ -103,10 +96,7 @@ impl TargetState {
             .map(|name| {
                 let mut ls = public.clone();
                 ls.set(METRIC_NAME, name).expect("non-empty name");
-                SeriesDef {
-                    id: ids.fetch_add(1, Ordering::Relaxed),
-                    labels: Arc::new(ls),
-                }
+                SeriesDef { id: ids.fetch_add(1, Ordering::Relaxed), labels: Arc::new(ls) }
             })
             .collect();
         TargetState {
@@ -230,27 +220,16 @@ impl TargetState {
         now: i64,
         duration_s: f64,
     ) -> ScrapeBatch {
-        let mut out = ScrapeBatch {
-            target: self.hash,
-            timestamp: ts,
-            ..Default::default()
-        };
+        let mut out = ScrapeBatch { target: self.hash, timestamp: ts, ..Default::default() };
         self.generation += 1;
         let mut counts = Counts::default();
         let mut body_size = 0i64;
         let result = match fetched {
-            Fetched::Failed {
-                error,
-                body_size_limit_hit,
-            } => {
+            Fetched::Failed { error, body_size_limit_hit } => {
                 body_size = if body_size_limit_hit { -1 } else { 0 };
                 Err(error)
             }
-            Fetched::Body {
-                body,
-                content_type,
-                decoded_len,
-            } => {
+            Fetched::Body { body, content_type, decoded_len } => {
                 if body.is_empty() {
                     body_size = decoded_len as i64;
                     Ok(()) // an empty 200 is a successful scrape with no samples
@@ -280,11 +259,7 @@ impl TargetState {
         for cache in &mut self.cache {
             for e in cache.values() {
                 if let (Some(d), true) = (&e.series, e.tracked == prev) {
-                    out.samples.push(BatchSample {
-                        series: d.id,
-                        timestamp: ts,
-                        value: STALE_NAN,
-                    });
+                    out.samples.push(BatchSample { series: d.id, timestamp: ts, value: STALE_NAN });
                 }
             }
             // Forget what has not been seen for a while, so churn does not grow the cache.
@@ -313,11 +288,7 @@ impl TargetState {
         ];
         let n = if job.extra_scrape_metrics { 8 } else { 5 };
         for (def, v) in self.report.iter().zip(values).take(n) {
-            out.samples.push(BatchSample {
-                series: def.id,
-                timestamp: ts,
-                value: v,
-            });
+            out.samples.push(BatchSample { series: def.id, timestamp: ts, value: v });
         }
         out
     }
@@ -370,24 +341,16 @@ impl TargetState {
             if new {
                 let series = match self.build(job, s.series, s.norm, format) {
                     Ok(None) => None,
-                    Ok(Some(ls)) => Some(SeriesDef {
-                        id: self.ids.fetch_add(1, Ordering::Relaxed),
-                        labels: Arc::new(ls),
-                    }),
+                    Ok(Some(ls)) => {
+                        Some(SeriesDef { id: self.ids.fetch_add(1, Ordering::Relaxed), labels: Arc::new(ls) })
+                    }
                     Err(e) => {
                         failure = Some(e);
                         break;
                     }
                 };
-                self.cache[ci].insert(
-                    s.series.into(),
-                    CacheEntry {
-                        series,
-                        seen: 0,
-                        tracked: 0,
-                        announced: false,
-                    },
-                );
+                self.cache[ci]
+                    .insert(s.series.into(), CacheEntry { series, seen: 0, tracked: 0, announced: false });
             }
             let generation = self.generation;
             let e = self.cache[ci].get_mut(s.series).expect("inserted above");
@@ -418,11 +381,7 @@ impl TargetState {
                 e.tracked = generation;
             }
             let id = def.id;
-            out.samples.push(BatchSample {
-                series: id,
-                timestamp: t,
-                value: s.value,
-            });
+            out.samples.push(BatchSample { series: id, timestamp: t, value: s.value });
             if let Some(ex) = s.exemplar
                 && let Ok(labels) = LabelSet::from_pairs(ex.labels)
             {
@@ -462,11 +421,7 @@ impl TargetState {
     /// End-of-run markers when the target goes away: every series of the last scrape and the
     /// report series, at `ts` (reference §3.5).
     pub fn end_of_run(&mut self, job: &Job, ts: i64) -> ScrapeBatch {
-        let mut out = ScrapeBatch {
-            target: self.hash,
-            timestamp: ts,
-            ..Default::default()
-        };
+        let mut out = ScrapeBatch { target: self.hash, timestamp: ts, ..Default::default() };
         let last = self.generation;
         let mut ids: Vec<u64> = self
             .cache
@@ -477,19 +432,11 @@ impl TargetState {
             .collect();
         ids.sort_unstable();
         for id in ids {
-            out.samples.push(BatchSample {
-                series: id,
-                timestamp: ts,
-                value: STALE_NAN,
-            });
+            out.samples.push(BatchSample { series: id, timestamp: ts, value: STALE_NAN });
         }
         let n = if job.extra_scrape_metrics { 8 } else { 5 };
         for def in self.report.iter().take(n) {
-            out.samples.push(BatchSample {
-                series: def.id,
-                timestamp: ts,
-                value: STALE_NAN,
-            });
+            out.samples.push(BatchSample { series: def.id, timestamp: ts, value: STALE_NAN });
         }
         self.generation += 1;
         out
@@ -497,16 +444,12 @@ impl TargetState {
 
     /// Labels of a series id this target produced, for tests and the batch consumer.
     pub fn labels_of(&self, id: u64) -> Option<Arc<LabelSet>> {
-        self.report
-            .iter()
-            .find(|d| d.id == id)
-            .map(|d| d.labels.clone())
-            .or_else(|| {
-                self.cache
-                    .iter()
-                    .flat_map(|c| c.values())
-                    .find_map(|e| e.series.as_ref().filter(|d| d.id == id).map(|d| d.labels.clone()))
-            })
+        self.report.iter().find(|d| d.id == id).map(|d| d.labels.clone()).or_else(|| {
+            self.cache
+                .iter()
+                .flat_map(|c| c.values())
+                .find_map(|e| e.series.as_ref().filter(|d| d.id == id).map(|d| d.labels.clone()))
+        })
     }
 }
 

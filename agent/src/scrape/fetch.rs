@@ -29,10 +29,7 @@ pub struct FetchError {
 
 impl FetchError {
     fn new(msg: impl Into<String>) -> FetchError {
-        FetchError {
-            msg: msg.into(),
-            body_size_limit_hit: false,
-        }
+        FetchError { msg: msg.into(), body_size_limit_hit: false }
     }
 }
 
@@ -71,20 +68,14 @@ pub struct Fetcher {
 }
 
 fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p.to_owned() } else { base.join(p) }
 }
 
 impl Fetcher {
     /// Builds the client; relative file paths resolve against `base` (the config's folder).
     pub fn new(http: &HttpClient, base: &Path) -> Result<Fetcher, String> {
-        let mut b = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .pool_max_idle_per_host(2)
-            .tcp_nodelay(true);
+        let mut b =
+            reqwest::Client::builder().user_agent(USER_AGENT).pool_max_idle_per_host(2).tcp_nodelay(true);
         b = if http.follow_redirects.unwrap_or(true) {
             b.redirect(reqwest::redirect::Policy::limited(10))
         } else {
@@ -130,10 +121,9 @@ impl Fetcher {
                     _ => Ok(None),
                 }
             };
-            if let (Some(mut cert), Some(key)) = (
-                read(&tls.cert, &tls.cert_file, "cert")?,
-                read(&tls.key, &tls.key_file, "key")?,
-            ) {
+            if let (Some(mut cert), Some(key)) =
+                (read(&tls.cert, &tls.cert_file, "cert")?, read(&tls.key, &tls.key_file, "key")?)
+            {
                 cert.push(b'\n');
                 cert.extend_from_slice(&key);
                 b = b.identity(
@@ -156,20 +146,11 @@ impl Fetcher {
                 (_, Some(f)) => Secret::File(resolve(base, f)),
                 (c, _) => Secret::Inline(c.clone().unwrap_or_default()),
             };
-            Auth::Bearer {
-                scheme: a.kind.clone().unwrap_or_else(|| "Bearer".into()),
-                token,
-            }
+            Auth::Bearer { scheme: a.kind.clone().unwrap_or_else(|| "Bearer".into()), token }
         } else if let Some(t) = &http.bearer_token {
-            Auth::Bearer {
-                scheme: "Bearer".into(),
-                token: Secret::Inline(t.clone()),
-            }
+            Auth::Bearer { scheme: "Bearer".into(), token: Secret::Inline(t.clone()) }
         } else if let Some(f) = &http.bearer_token_file {
-            Auth::Bearer {
-                scheme: "Bearer".into(),
-                token: Secret::File(resolve(base, f)),
-            }
+            Auth::Bearer { scheme: "Bearer".into(), token: Secret::File(resolve(base, f)) }
         } else {
             Auth::None
         };
@@ -194,11 +175,7 @@ impl Fetcher {
             }
         }
         let client = b.build().map_err(|e| format!("building HTTP client: {e}"))?;
-        Ok(Fetcher {
-            client,
-            auth,
-            headers,
-        })
+        Ok(Fetcher { client, auth, headers })
     }
 
     /// Applies credentials and extra headers to a request.
@@ -208,10 +185,7 @@ impl Fetcher {
             Auth::None => {}
             Auth::Basic { user, password } => req = req.basic_auth(user.read()?, Some(password.read()?)),
             Auth::Bearer { scheme, token } => {
-                req = req.header(
-                    reqwest::header::AUTHORIZATION,
-                    format!("{scheme} {}", token.read()?),
-                )
+                req = req.header(reqwest::header::AUTHORIZATION, format!("{scheme} {}", token.read()?))
             }
         }
         Ok(req)
@@ -239,21 +213,12 @@ impl Fetcher {
             .header(reqwest::header::ACCEPT, &job.accept)
             .header(
                 reqwest::header::ACCEPT_ENCODING,
-                if job.enable_compression {
-                    "gzip"
-                } else {
-                    "identity"
-                },
+                if job.enable_compression { "gzip" } else { "identity" },
             )
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                crate::duration::seconds_string(timeout),
-            );
+            .header("X-Prometheus-Scrape-Timeout-Seconds", crate::duration::seconds_string(timeout));
         let req = self.prepare(req).map_err(FetchError::new)?;
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| FetchError::new(format!("Get {url:?}: {}", error_chain(&e))))?;
+        let mut resp =
+            req.send().await.map_err(|e| FetchError::new(format!("Get {url:?}: {}", error_chain(&e))))?;
         if resp.status() != reqwest::StatusCode::OK {
             let s = resp.status();
             return Err(FetchError::new(format!(
@@ -267,21 +232,14 @@ impl Fetcher {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let gzip = resp
-            .headers()
-            .get(reqwest::header::CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes() == b"gzip");
+        let gzip =
+            resp.headers().get(reqwest::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() == b"gzip");
         let limit = job.body_size_limit;
-        let too_big = || FetchError {
-            msg: "body size limit exceeded".into(),
-            body_size_limit_hit: true,
-        };
+        let too_big = || FetchError { msg: "body size limit exceeded".into(), body_size_limit_hit: true };
         let mut body: Vec<u8> = Vec::new();
         let mut gz = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| FetchError::new(format!("reading body: {}", error_chain(&e))))?
+        while let Some(chunk) =
+            resp.chunk().await.map_err(|e| FetchError::new(format!("reading body: {}", error_chain(&e))))?
         {
             match &mut gz {
                 Some(d) => {
@@ -300,9 +258,7 @@ impl Fetcher {
             }
         }
         if let Some(d) = gz {
-            body = d
-                .finish()
-                .map_err(|e| FetchError::new(format!("decompressing gzip body: {e}")))?;
+            body = d.finish().map_err(|e| FetchError::new(format!("decompressing gzip body: {e}")))?;
             if limit > 0 && body.len() as u64 >= limit {
                 return Err(too_big());
             }
@@ -310,11 +266,7 @@ impl Fetcher {
         let decoded_len = body.len();
         let body =
             String::from_utf8(body).map_err(|e| FetchError::new(format!("body is not valid UTF-8: {e}")))?;
-        Ok(Response {
-            body,
-            content_type,
-            decoded_len,
-        })
+        Ok(Response { body, content_type, decoded_len })
     }
 }
 

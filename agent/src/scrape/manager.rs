@@ -67,12 +67,7 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(out: mpsc::Sender<ScrapeBatch>, ids: Arc<AtomicU64>, offset_seed: u64) -> Manager {
-        Manager {
-            jobs: BTreeMap::new(),
-            ids,
-            out,
-            offset_seed,
-        }
+        Manager { jobs: BTreeMap::new(), ids, out, offset_seed }
     }
 
     /// Applies a (re)loaded config. Unchanged jobs keep everything; changed or removed jobs
@@ -159,12 +154,7 @@ impl Manager {
                     job.target_limit
                 )
             });
-        let gone: Vec<u64> = st
-            .loops
-            .keys()
-            .filter(|h| !wanted.contains_key(h))
-            .copied()
-            .collect();
+        let gone: Vec<u64> = st.loops.keys().filter(|h| !wanted.contains_key(h)).copied().collect();
         for h in gone {
             if let Some(l) = st.loops.remove(&h) {
                 l.stop(Stop::Removed);
@@ -221,11 +211,7 @@ impl Manager {
             }
         }
         active.sort_by(|a, b| (&a.job, &a.target.url).cmp(&(&b.job, &b.target.url)));
-        View {
-            active,
-            dropped,
-            target_limit_errors: errors,
-        }
+        View { active, dropped, target_limit_errors: errors }
     }
 
     /// Number of running loops.

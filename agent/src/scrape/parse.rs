@@ -103,10 +103,7 @@ pub struct Parser<'a> {
 
 impl std::fmt::Debug for Parser<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parser")
-            .field("format", &self.format)
-            .field("line", &self.line)
-            .finish()
+        f.debug_struct("Parser").field("format", &self.format).field("line", &self.line).finish()
     }
 }
 
@@ -153,21 +150,11 @@ fn parse_om_timestamp(s: &str) -> Option<i64> {
 
 impl<'a> Parser<'a> {
     pub fn new(body: &'a str, format: Format) -> Parser<'a> {
-        Parser {
-            body,
-            pos: 0,
-            line: 0,
-            format,
-            norm: Norm::None,
-            eof_seen: false,
-        }
+        Parser { body, pos: 0, line: 0, format, norm: Norm::None, eof_seen: false }
     }
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError {
-            line: self.line,
-            msg: msg.into(),
-        })
+        Err(ParseError { line: self.line, msg: msg.into() })
     }
 
     /// The next entry, `Ok(None)` at the end. (Not an `Iterator`: an error ends the body.)
@@ -243,10 +230,7 @@ impl<'a> Parser<'a> {
             Some(_) => return self.err(format!("expected a space after the metric name in # {kw}")),
         };
         if kw == "HELP" {
-            Ok(Some(Entry::Help {
-                name,
-                text: unescape_help_text(text),
-            }))
+            Ok(Some(Entry::Help { name, text: unescape_help_text(text) }))
         } else {
             let kind = match text {
                 "counter" => MetricType::Counter,
@@ -272,10 +256,7 @@ impl<'a> Parser<'a> {
     /// The metric name of a metadata line (plain or quoted) and what follows it.
     fn meta_name(&self, s: &'a str) -> Result<(Cow<'a, str>, &'a str), ParseError> {
         if s.starts_with('"') {
-            let (name, used) = parse_quoted(s).map_err(|m| ParseError {
-                line: self.line,
-                msg: m,
-            })?;
+            let (name, used) = parse_quoted(s).map_err(|m| ParseError { line: self.line, msg: m })?;
             return Ok((name, &s[used..]));
         }
         let b = s.as_bytes();
@@ -305,10 +286,7 @@ impl<'a> Parser<'a> {
             return self.err(format!("expected text in {kw}"));
         };
         match kw {
-            "HELP" => Ok(Some(Entry::Help {
-                name,
-                text: unescape_label_value(text),
-            })),
+            "HELP" => Ok(Some(Entry::Help { name, text: unescape_label_value(text) })),
             "TYPE" => {
                 let kind = match text {
                     "counter" => MetricType::Counter,
@@ -328,10 +306,7 @@ impl<'a> Parser<'a> {
                 if !text.is_empty() && !name.ends_with(&format!("_{text}")) {
                     return self.err(format!("unit {text:?} not a suffix of metric {name:?}"));
                 }
-                Ok(Some(Entry::Unit {
-                    name,
-                    unit: text.to_owned(),
-                }))
+                Ok(Some(Entry::Unit { name, unit: text.to_owned() }))
             }
         }
     }
@@ -367,10 +342,7 @@ impl<'a> Parser<'a> {
             return self.err(format!("expected value after metric in {:?}", truncate(line)));
         }
         i += sep_len;
-        let vend = i + b[i..]
-            .iter()
-            .take_while(|&&c| !matches!(c, b' ' | b'\t' | b'{'))
-            .count();
+        let vend = i + b[i..].iter().take_while(|&&c| !matches!(c, b' ' | b'\t' | b'{')).count();
         let vtext = &line[i..vend];
         let value = parse_float(vtext).ok_or_else(|| ParseError {
             line: self.line,
@@ -401,22 +373,15 @@ impl<'a> Parser<'a> {
             i += sep;
             if i < b.len() {
                 if sep == 0 {
-                    return self.err(format!(
-                        "expected timestamp or new record in {:?}",
-                        truncate(line)
-                    ));
+                    return self.err(format!("expected timestamp or new record in {:?}", truncate(line)));
                 }
                 let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
                 if digits == 0 {
-                    return self.err(format!(
-                        "expected timestamp or new record, got {:?}",
-                        &line[i..i + 1]
-                    ));
+                    return self.err(format!("expected timestamp or new record, got {:?}", &line[i..i + 1]));
                 }
-                let ts: i64 = line[i..i + digits].parse().map_err(|_| ParseError {
-                    line: self.line,
-                    msg: "timestamp out of range".into(),
-                })?;
+                let ts: i64 = line[i..i + digits]
+                    .parse()
+                    .map_err(|_| ParseError { line: self.line, msg: "timestamp out of range".into() })?;
                 i += digits;
                 if !b[i..].iter().all(|&c| c == b' ' || c == b'\t') {
                     return self.err("expected next entry after timestamp");
@@ -424,13 +389,7 @@ impl<'a> Parser<'a> {
                 timestamp = Some(ts);
             }
         }
-        Ok(Sample {
-            series,
-            norm: self.norm,
-            value,
-            timestamp,
-            exemplar,
-        })
+        Ok(Sample { series, norm: self.norm, value, timestamp, exemplar })
     }
 
     /// Finds the `}` closing the label set that opens at `open`, honouring quoted strings.
@@ -456,23 +415,17 @@ impl<'a> Parser<'a> {
             return self.err("expected label set in exemplar");
         }
         let end = self.skip_braces(s, 0)?;
-        let (_, labels) =
-            parse_series(&s[..end], Norm::None, Format::OpenMetrics).map_err(|m| ParseError {
-                line: self.line,
-                msg: format!("invalid exemplar: {m}"),
-            })?;
-        let rest = s[end..].strip_prefix(' ').ok_or_else(|| ParseError {
-            line: self.line,
-            msg: "expected value in exemplar".into(),
-        })?;
+        let (_, labels) = parse_series(&s[..end], Norm::None, Format::OpenMetrics)
+            .map_err(|m| ParseError { line: self.line, msg: format!("invalid exemplar: {m}") })?;
+        let rest = s[end..]
+            .strip_prefix(' ')
+            .ok_or_else(|| ParseError { line: self.line, msg: "expected value in exemplar".into() })?;
         let (v, ts) = match rest.split_once(' ') {
             Some((v, ts)) => (v, Some(ts)),
             None => (rest, None),
         };
-        let value = parse_float(v).ok_or_else(|| ParseError {
-            line: self.line,
-            msg: format!("invalid exemplar value {v:?}"),
-        })?;
+        let value = parse_float(v)
+            .ok_or_else(|| ParseError { line: self.line, msg: format!("invalid exemplar value {v:?}") })?;
         let timestamp = match ts {
             Some(t) => Some(parse_om_timestamp(t).ok_or_else(|| ParseError {
                 line: self.line,
@@ -480,11 +433,7 @@ impl<'a> Parser<'a> {
             })?),
             None => None,
         };
-        Ok(Exemplar {
-            labels,
-            value,
-            timestamp,
-        })
+        Ok(Exemplar { labels, value, timestamp })
     }
 }
 
@@ -566,11 +515,7 @@ fn parse_quoted(s: &str) -> Result<(Cow<'_, str>, usize), String> {
             }
             b'"' => {
                 let raw = &s[1..i];
-                let v = if escaped {
-                    Cow::Owned(unescape_label_value(raw))
-                } else {
-                    Cow::Borrowed(raw)
-                };
+                let v = if escaped { Cow::Owned(unescape_label_value(raw)) } else { Cow::Borrowed(raw) };
                 return Ok((v, i + 1));
             }
             b'\n' => return Err("label value contains a raw newline".into()),
@@ -593,11 +538,7 @@ pub fn format_om_float(v: f64) -> String {
         return "0.0".into();
     }
     let s = go_format_g(v);
-    if s.contains(['.', 'e']) {
-        s
-    } else {
-        format!("{s}.0")
-    }
+    if s.contains(['.', 'e']) { s } else { format!("{s}.0") }
 }
 
 /// Go `strconv.FormatFloat(v, 'g', -1, 64)`: shortest round-trip digits, exponent form when
@@ -784,16 +725,7 @@ mod tests {
         let vals: Vec<f64> = r[1..].iter().map(|x| f64::from_bits(x.2)).collect();
         assert_eq!(
             vals,
-            [
-                f64::INFINITY,
-                f64::NEG_INFINITY,
-                f64::INFINITY,
-                f64::INFINITY,
-                0.5,
-                1000.0,
-                -0.0,
-                5.0
-            ]
+            [f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::INFINITY, 0.5, 1000.0, -0.0, 5.0]
         );
         for bad in ["x 1_000", "x 0x10", "x 0x1p3", "x 1e400", "x true", "x 1\r"] {
             assert!(text(bad).is_err(), "{bad:?} must fail");
@@ -811,43 +743,18 @@ mod tests {
 
     #[test]
     fn g_p04_timestamp_syntax() {
-        assert!(
-            text("m 1 -1")
-                .unwrap_err()
-                .contains("expected timestamp or new record")
-        );
+        assert!(text("m 1 -1").unwrap_err().contains("expected timestamp or new record"));
         for bad in ["m 1 1.5", "m 1 1e3", "m 1 1 1"] {
-            assert!(
-                text(bad)
-                    .unwrap_err()
-                    .contains("expected next entry after timestamp"),
-                "{bad}"
-            );
+            assert!(text(bad).unwrap_err().contains("expected next entry after timestamp"), "{bad}");
         }
     }
 
     #[test]
     fn g_p05_type_strictness() {
-        assert!(
-            text("# TYPE m COUNTER\nm 1\n")
-                .unwrap_err()
-                .contains("invalid metric type \"COUNTER\"")
-        );
-        assert!(
-            text("# TYPE m counter \nm 1\n")
-                .unwrap_err()
-                .contains("invalid metric type \"counter \"")
-        );
-        assert!(
-            text("# TYPE m  counter\n")
-                .unwrap_err()
-                .contains("invalid metric type \" counter\"")
-        );
-        assert!(
-            text("# TYPE m\n")
-                .unwrap_err()
-                .contains("invalid metric type \"\"")
-        );
+        assert!(text("# TYPE m COUNTER\nm 1\n").unwrap_err().contains("invalid metric type \"COUNTER\""));
+        assert!(text("# TYPE m counter \nm 1\n").unwrap_err().contains("invalid metric type \"counter \""));
+        assert!(text("# TYPE m  counter\n").unwrap_err().contains("invalid metric type \" counter\""));
+        assert!(text("# TYPE m\n").unwrap_err().contains("invalid metric type \"\""));
         assert!(text("# TYPE m untyped\nm 1\n").is_ok());
         // Exemplars are not part of the text format.
         assert!(text("m 1 # {a=\"b\"} 1").is_err());
@@ -858,29 +765,16 @@ mod tests {
         let mut p = Parser::new("# HELP m a \\\"q\\\" \\\\ x\n", Format::Text);
         assert_eq!(
             p.next_entry().unwrap(),
-            Some(Entry::Help {
-                name: "m".into(),
-                text: "a \\\"q\\\" \\ x".into()
-            })
+            Some(Entry::Help { name: "m".into(), text: "a \\\"q\\\" \\ x".into() })
         );
         let mut p = Parser::new("# HELP m a \\\"q\\\"\n# EOF\n", Format::OpenMetrics);
-        assert_eq!(
-            p.next_entry().unwrap(),
-            Some(Entry::Help {
-                name: "m".into(),
-                text: "a \"q\"".into()
-            })
-        );
+        assert_eq!(p.next_entry().unwrap(), Some(Entry::Help { name: "m".into(), text: "a \"q\"".into() }));
     }
 
     #[test]
     fn g_p09_openmetrics_framing() {
         assert!(om("a 1\n").unwrap_err().contains("data does not end with # EOF"));
-        assert!(
-            om("a 1\n# EOF\n\n")
-                .unwrap_err()
-                .contains("unexpected data after # EOF")
-        );
+        assert!(om("a 1\n# EOF\n\n").unwrap_err().contains("unexpected data after # EOF"));
         for bad in [
             "a 1\n\n# EOF\n",
             " a 1\n# EOF\n",
@@ -911,10 +805,7 @@ mod tests {
     fn g_p11_le_and_quantile_normalisation() {
         let body = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"1000000\"} 2\nh_bucket{le=\"+inf\"} 3\nh_sum 1\nh_count 3\n# TYPE s summary\ns{quantile=\"0\"} 1\ns{quantile=\"0.99\"} 2\n# TYPE c counter\nc{le=\"1\"} 5\n";
         let r = text(body).unwrap();
-        let v: Vec<&str> = r
-            .iter()
-            .filter_map(|x| x.1.first().map(|l| l.1.as_str()))
-            .collect();
+        let v: Vec<&str> = r.iter().filter_map(|x| x.1.first().map(|l| l.1.as_str())).collect();
         assert_eq!(v, ["1.0", "1e+06", "+Inf", "0.0", "0.99", "1"]);
         for (input, want) in [
             (1.0, "1.0"),
@@ -962,36 +853,21 @@ mod tests {
 
     #[test]
     fn label_set_syntax() {
-        assert_eq!(
-            text("m{ quantile = \"2.0\" a = \"b\" } 1").unwrap()[0].1.len(),
-            2,
-            "missing comma quirk"
-        );
+        assert_eq!(text("m{ quantile = \"2.0\" a = \"b\" } 1").unwrap()[0].1.len(), 2, "missing comma quirk");
         assert_eq!(text("m{a=\"1\"}1").unwrap().len(), 1, "no space needed after }}");
-        for bad in [
-            "m{=\"\"} 1",
-            "m{,a=\"b\"} 1",
-            "m{a='b'} 1",
-            "m{a=\"b} 1",
-            "1234notvali}{ 444",
-            "m{a=\"1\"} ",
-        ] {
+        for bad in
+            ["m{=\"\"} 1", "m{,a=\"b\"} 1", "m{a='b'} 1", "m{a=\"b} 1", "1234notvali}{ 444", "m{a=\"1\"} "]
+        {
             assert!(text(bad).is_err(), "{bad:?} must fail");
         }
-        assert!(
-            om("m{a=\"1\" b=\"2\"} 1\n# EOF\n").is_err(),
-            "OpenMetrics needs commas"
-        );
+        assert!(om("m{a=\"1\" b=\"2\"} 1\n# EOF\n").is_err(), "OpenMetrics needs commas");
         // Duplicate names parse; the scrape loop rejects them.
         assert_eq!(text("m{le=\"1\",le=\"2\"} 1").unwrap()[0].1.len(), 2);
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            format_for(Some("text/plain; version=0.0.4; charset=utf-8"), None),
-            Ok(Format::Text)
-        );
+        assert_eq!(format_for(Some("text/plain; version=0.0.4; charset=utf-8"), None), Ok(Format::Text));
         assert_eq!(
             format_for(Some("application/openmetrics-text; version=1.0.0"), None),
             Ok(Format::OpenMetrics)
@@ -1003,9 +879,6 @@ mod tests {
                 .contains("unsupported Content-Type \"application/json\"")
         );
         assert!(format_for(Some("text/plain;;"), None).is_err());
-        assert_eq!(
-            format_for(Some("text/html"), Some(Format::Text)),
-            Ok(Format::Text)
-        );
+        assert_eq!(format_for(Some("text/html"), Some(Format::Text)), Ok(Format::Text));
     }
 }

@@ -15,9 +15,7 @@ use super::target::Target;
 use crate::config::Job;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What `/api/v1/targets` reports about a target.
@@ -82,10 +80,7 @@ pub fn spawn(
     out: mpsc::Sender<ScrapeBatch>,
     forced: Forced,
 ) -> LoopHandle {
-    let status = Arc::new(Mutex::new(Status {
-        health: "unknown",
-        ..Default::default()
-    }));
+    let status = Arc::new(Mutex::new(Status { health: "unknown", ..Default::default() }));
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let join = tokio::spawn(run(
         target.clone(),
@@ -98,12 +93,7 @@ pub fn spawn(
         stop_rx,
         forced,
     ));
-    LoopHandle {
-        target,
-        status,
-        stop: stop_tx,
-        join,
-    }
+    LoopHandle { target, status, stop: stop_tx, join }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -133,10 +123,7 @@ async fn run(
         let started = Instant::now();
         let forced_error = forced.lock().expect("forced lock").clone();
         let result = match forced_error {
-            Some(e) => Err(super::fetch::FetchError {
-                msg: e,
-                body_size_limit_hit: false,
-            }),
+            Some(e) => Err(super::fetch::FetchError { msg: e, body_size_limit_hit: false }),
             None => fetcher.scrape(&target.url, &job, target.timeout).await,
         };
         let fetched = match &result {
@@ -145,10 +132,7 @@ async fn run(
                 content_type: r.content_type.as_deref(),
                 decoded_len: r.decoded_len,
             },
-            Err(e) => Fetched::Failed {
-                error: e.msg.clone(),
-                body_size_limit_hit: e.body_size_limit_hit,
-            },
+            Err(e) => Fetched::Failed { error: e.msg.clone(), body_size_limit_hit: e.body_size_limit_hit },
         };
         let batch = state.scrape(&job, fetched, ts, now_ms(), started.elapsed().as_secs_f64());
         scraped_once = true;

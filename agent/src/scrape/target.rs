@@ -74,10 +74,7 @@ pub fn path_escape(s: &str) -> String {
 
 /// Go `ParseBool`.
 fn go_bool(s: &str) -> bool {
-    matches!(
-        s,
-        "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false" | "False"
-    )
+    matches!(s, "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false" | "False")
 }
 
 /// Builds the target for one discovered label set of `job`.
@@ -144,9 +141,7 @@ pub fn populate(job: &Job, target: &BTreeMap<String, String>, group: &BTreeMap<S
         Err(e) => return fail(format!("error parsing scrape timeout: {e}")),
     };
     if to > iv {
-        return fail(format!(
-            "scrape timeout cannot be greater than scrape interval ({to_s:?} > {iv_s:?})"
-        ));
+        return fail(format!("scrape timeout cannot be greater than scrape interval ({to_s:?} > {iv_s:?})"));
     }
     for flag in [
         "__convert_classic_histograms_to_nhcb__",
@@ -164,14 +159,9 @@ pub fn populate(job: &Job, target: &BTreeMap<String, String>, group: &BTreeMap<S
         b.set("instance", &addr);
     }
     let labels = b.labels();
-    let public = LabelSet::from_labels(
-        labels
-            .iter()
-            .filter(|l| !l.name.starts_with("__"))
-            .cloned()
-            .collect(),
-    )
-    .expect("subset of a valid set");
+    let public =
+        LabelSet::from_labels(labels.iter().filter(|l| !l.name.starts_with("__")).cloned().collect())
+            .expect("subset of a valid set");
     let url = target_url(job, &labels);
     let mut id = Vec::with_capacity(256);
     for l in &labels {
@@ -181,15 +171,7 @@ pub fn populate(job: &Job, target: &BTreeMap<String, String>, group: &BTreeMap<S
         id.push(0xff);
     }
     id.extend_from_slice(url.as_bytes());
-    Outcome::Active(Target {
-        hash: fnv1a(&id),
-        labels,
-        discovered,
-        public,
-        url,
-        interval: iv,
-        timeout: to,
-    })
+    Outcome::Active(Target { hash: fnv1a(&id), labels, discovered, public, url, interval: iv, timeout: to })
 }
 
 /// `scheme://address/path?query`, with the job's params and `__param_*` overrides.
@@ -216,10 +198,7 @@ fn target_url(job: &Job, labels: &LabelSet) -> String {
     );
     let query: Vec<String> = params
         .iter()
-        .flat_map(|(k, vs)| {
-            vs.iter()
-                .map(move |v| format!("{}={}", query_escape(k), query_escape(v)))
-        })
+        .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{}={}", query_escape(k), query_escape(v))))
         .collect();
     if !query.is_empty() {
         url.push('?');
@@ -236,26 +215,17 @@ mod tests {
     use crate::config::Config;
 
     fn job(yaml: &str) -> Job {
-        Config::parse(yaml, Path::new("t.yaml"), false, |_| None)
-            .unwrap()
-            .jobs
-            .remove(0)
+        Config::parse(yaml, Path::new("t.yaml"), false, |_| None).unwrap().jobs.remove(0)
     }
 
     fn one(j: &Job, addr: &str) -> Outcome {
-        populate(
-            j,
-            &BTreeMap::from([("__address__".to_owned(), addr.to_owned())]),
-            &BTreeMap::new(),
-        )
+        populate(j, &BTreeMap::from([("__address__".to_owned(), addr.to_owned())]), &BTreeMap::new())
     }
 
     #[test]
     fn g_t01_basic_static_target() {
         let j = job("scrape_configs: [{job_name: node}]");
-        let Outcome::Active(t) = one(&j, "10.0.0.1:9100") else {
-            panic!()
-        };
+        let Outcome::Active(t) = one(&j, "10.0.0.1:9100") else { panic!() };
         assert_eq!(t.public.to_string(), r#"{instance="10.0.0.1:9100", job="node"}"#);
         assert_eq!(t.url, "http://10.0.0.1:9100/metrics");
         assert_eq!(t.labels.get("__scrape_interval__"), Some("1m"));
@@ -266,31 +236,20 @@ mod tests {
     #[test]
     fn g_t03_t04_addresses() {
         let j = job("scrape_configs: [{job_name: j, relabel_configs: [{target_label: x, replacement: y}]}]");
-        let Outcome::Failed(_, msg) = one(&j, "http://h:9100") else {
-            panic!()
-        };
+        let Outcome::Failed(_, msg) = one(&j, "http://h:9100") else { panic!() };
         assert_eq!(msg, "\"http://h:9100\" is not a valid hostname");
         let j = job("scrape_configs: [{job_name: j, scheme: https}]");
-        let Outcome::Active(t) = one(&j, "1.2.3.4") else {
-            panic!()
-        };
-        assert_eq!(
-            (t.url.as_str(), t.public.get("instance")),
-            ("https://1.2.3.4/metrics", Some("1.2.3.4"))
-        );
+        let Outcome::Active(t) = one(&j, "1.2.3.4") else { panic!() };
+        assert_eq!((t.url.as_str(), t.public.get("instance")), ("https://1.2.3.4/metrics", Some("1.2.3.4")));
     }
 
     #[test]
     fn g_t05_durations_in_labels() {
         let j = job("scrape_configs: [{job_name: j, scrape_interval: 90s}]");
-        let Outcome::Active(t) = one(&j, "h:1") else {
-            panic!()
-        };
+        let Outcome::Active(t) = one(&j, "h:1") else { panic!() };
         assert_eq!(t.labels.get("__scrape_interval__"), Some("1m30s"));
         let bad = |rules: &str| {
-            let j = job(&format!(
-                "scrape_configs: [{{job_name: j, relabel_configs: {rules}}}]"
-            ));
+            let j = job(&format!("scrape_configs: [{{job_name: j, relabel_configs: {rules}}}]"));
             match one(&j, "h:1") {
                 Outcome::Failed(_, m) => m,
                 o => panic!("{o:?}"),
@@ -317,21 +276,14 @@ mod tests {
         let j = job(
             "scrape_configs:\n- job_name: j\n  metrics_path: /probe\n  params: {module: [http_2xx]}\n  relabel_configs:\n  - {source_labels: [__address__], target_label: __param_target}\n  - {source_labels: [__param_target], target_label: instance}\n  - {target_label: __address__, replacement: 'blackbox:9115'}\n",
         );
-        let Outcome::Active(t) = one(&j, "https://example.com/x?y=1") else {
-            panic!()
-        };
+        let Outcome::Active(t) = one(&j, "https://example.com/x?y=1") else { panic!() };
         assert_eq!(
             t.url,
             "http://blackbox:9115/probe?module=http_2xx&target=https%3A%2F%2Fexample.com%2Fx%3Fy%3D1"
         );
-        assert_eq!(
-            t.public.to_string(),
-            r#"{instance="https://example.com/x?y=1", job="j"}"#
-        );
+        assert_eq!(t.public.to_string(), r#"{instance="https://example.com/x?y=1", job="j"}"#);
         let j = job("scrape_configs: [{job_name: j, metrics_path: '/metrics?x=1'}]");
-        let Outcome::Active(t) = one(&j, "h:9100") else {
-            panic!()
-        };
+        let Outcome::Active(t) = one(&j, "h:9100") else { panic!() };
         assert_eq!(t.url, "http://h:9100/metrics%3Fx=1");
     }
 
@@ -343,19 +295,12 @@ mod tests {
         let t = populate(
             &j,
             &BTreeMap::from([("__address__".into(), "10.1.2.3:8080".into())]),
-            &BTreeMap::from([(
-                "__meta_kubernetes_pod_annotation_prometheus_io_port".into(),
-                "9102".into(),
-            )]),
+            &BTreeMap::from([("__meta_kubernetes_pod_annotation_prometheus_io_port".into(), "9102".into())]),
         );
         let Outcome::Active(t) = t else { panic!() };
         assert_eq!(t.public.get("instance"), Some("10.1.2.3:9102"));
         assert!(t.labels.iter().all(|l| !l.name.starts_with("__meta_")));
-        assert!(
-            t.discovered
-                .get("__meta_kubernetes_pod_annotation_prometheus_io_port")
-                .is_some()
-        );
+        assert!(t.discovered.get("__meta_kubernetes_pod_annotation_prometheus_io_port").is_some());
     }
 
     #[test]

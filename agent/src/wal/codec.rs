@@ -153,14 +153,21 @@ impl<'a> Reader<'a> {
         let n = self.len()?;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
+    fn skip_labels(&mut self) -> Option<()> {
+        for _ in 0..self.len()? {
+            let n = self.len()?;
+            self.take(n)?;
+            let n = self.len()?;
+            self.take(n)?;
+        }
+        Some(())
+    }
+
     fn labels(&mut self) -> Option<LabelSet> {
         let n = self.len()?;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
-            v.push(Label {
-                name: self.str()?,
-                value: self.str()?,
-            });
+            v.push(Label { name: self.str()?, value: self.str()? });
         }
         LabelSet::from_labels(v).ok()
     }
@@ -168,6 +175,15 @@ impl<'a> Reader<'a> {
 
 /// Decodes a record payload; `None` if it is malformed (the CRC makes that unlikely).
 pub fn decode(payload: &[u8]) -> Option<ScrapeBatch> {
+    decode_with(payload, |_| None)
+}
+
+/// Like [`decode`], but a definition whose labels `known` already has is not decoded again:
+/// the shared copy is used, so readers do not duplicate every label set in memory.
+pub fn decode_with(
+    payload: &[u8],
+    mut known: impl FnMut(u64) -> Option<Arc<LabelSet>>,
+) -> Option<ScrapeBatch> {
     let mut r = Reader(payload);
     let target = r.u64le()?;
     let timestamp = r.u64le()? as i64;
@@ -175,10 +191,14 @@ pub fn decode(payload: &[u8]) -> Option<ScrapeBatch> {
     let mut new_series = Vec::new();
     for _ in 0..r.len()? {
         let id = r.varint()?;
-        new_series.push(SeriesDef {
-            id,
-            labels: Arc::new(r.labels()?),
-        });
+        let labels = match known(id) {
+            Some(l) => {
+                r.skip_labels()?;
+                l
+            }
+            None => Arc::new(r.labels()?),
+        };
+        new_series.push(SeriesDef { id, labels });
     }
     let n = r.len()?;
     let mut samples = Vec::with_capacity(n);
@@ -187,57 +207,27 @@ pub fn decode(payload: &[u8]) -> Option<ScrapeBatch> {
         let head = r.varint()?;
         let id = prev.wrapping_add(unzigzag(head >> 2));
         prev = id;
-        let ts = if head & 2 != 0 {
-            timestamp.wrapping_add(unzigzag(r.varint()?))
-        } else {
-            timestamp
-        };
-        let value = if head & 1 != 0 {
-            unzigzag(r.varint()?) as f64
-        } else {
-            f64::from_bits(r.u64le()?)
-        };
-        samples.push(BatchSample {
-            series: id as u64,
-            timestamp: ts,
-            value,
-        });
+        let ts = if head & 2 != 0 { timestamp.wrapping_add(unzigzag(r.varint()?)) } else { timestamp };
+        let value = if head & 1 != 0 { unzigzag(r.varint()?) as f64 } else { f64::from_bits(r.u64le()?) };
+        samples.push(BatchSample { series: id as u64, timestamp: ts, value });
     }
     let mut exemplars = Vec::new();
     for _ in 0..r.len()? {
         let series = r.varint()?;
         let ts = timestamp.wrapping_add(unzigzag(r.varint()?));
         let value = f64::from_bits(r.u64le()?);
-        exemplars.push(BatchExemplar {
-            series,
-            labels: r.labels()?,
-            value,
-            timestamp: ts,
-        });
+        exemplars.push(BatchExemplar { series, labels: r.labels()?, value, timestamp: ts });
     }
     let mut metadata = Vec::new();
     for _ in 0..r.len()? {
         let metric_family = r.str()?;
         let kind = type_kind(r.u8()?);
-        metadata.push(BatchMetadata {
-            metric_family,
-            kind,
-            help: r.str()?,
-            unit: r.str()?,
-        });
+        metadata.push(BatchMetadata { metric_family, kind, help: r.str()?, unit: r.str()? });
     }
     if !r.0.is_empty() {
         return None;
     }
-    Some(ScrapeBatch {
-        target,
-        timestamp,
-        new_series,
-        samples,
-        exemplars,
-        metadata,
-        error,
-    })
+    Some(ScrapeBatch { target, timestamp, new_series, samples, exemplars, metadata, error })
 }
 
 #[cfg(test)]
@@ -251,42 +241,13 @@ mod tests {
         ScrapeBatch {
             target: 42,
             timestamp: 1_700_000_000_000,
-            new_series: vec![
-                SeriesDef {
-                    id: 7,
-                    labels: ls("a"),
-                },
-                SeriesDef {
-                    id: 9,
-                    labels: ls("b"),
-                },
-            ],
+            new_series: vec![SeriesDef { id: 7, labels: ls("a") }, SeriesDef { id: 9, labels: ls("b") }],
             samples: vec![
-                BatchSample {
-                    series: 7,
-                    timestamp: 1_700_000_000_000,
-                    value: 12.0,
-                },
-                BatchSample {
-                    series: 9,
-                    timestamp: 1_700_000_000_000,
-                    value: 0.25,
-                },
-                BatchSample {
-                    series: 8,
-                    timestamp: 1_699_999_999_000,
-                    value: STALE_NAN,
-                },
-                BatchSample {
-                    series: 3,
-                    timestamp: 1_700_000_000_000,
-                    value: -0.0,
-                },
-                BatchSample {
-                    series: 4,
-                    timestamp: 1_700_000_000_000,
-                    value: f64::NAN,
-                },
+                BatchSample { series: 7, timestamp: 1_700_000_000_000, value: 12.0 },
+                BatchSample { series: 9, timestamp: 1_700_000_000_000, value: 0.25 },
+                BatchSample { series: 8, timestamp: 1_699_999_999_000, value: STALE_NAN },
+                BatchSample { series: 3, timestamp: 1_700_000_000_000, value: -0.0 },
+                BatchSample { series: 4, timestamp: 1_700_000_000_000, value: f64::NAN },
             ],
             exemplars: vec![BatchExemplar {
                 series: 7,
@@ -314,9 +275,7 @@ mod tests {
         assert_eq!(d.exemplars, b.exemplars);
         assert_eq!(d.metadata, b.metadata);
         let bits = |v: &[BatchSample]| {
-            v.iter()
-                .map(|s| (s.series, s.timestamp, s.value.to_bits()))
-                .collect::<Vec<_>>()
+            v.iter().map(|s| (s.series, s.timestamp, s.value.to_bits())).collect::<Vec<_>>()
         };
         assert_eq!(bits(&d.samples), bits(&b.samples));
         // Truncations are refused, not misread.
@@ -327,18 +286,9 @@ mod tests {
 
     #[test]
     fn integral_samples_are_small() {
-        let samples: Vec<BatchSample> = (0..1000)
-            .map(|i| BatchSample {
-                series: 100 + i,
-                timestamp: 5,
-                value: (i * 3) as f64,
-            })
-            .collect();
-        let b = ScrapeBatch {
-            timestamp: 5,
-            samples,
-            ..Default::default()
-        };
+        let samples: Vec<BatchSample> =
+            (0..1000).map(|i| BatchSample { series: 100 + i, timestamp: 5, value: (i * 3) as f64 }).collect();
+        let b = ScrapeBatch { timestamp: 5, samples, ..Default::default() };
         let mut out = Vec::new();
         encode(&b, &[], &mut out);
         assert!(out.len() < 1000 * 4, "{} bytes for 1000 samples", out.len());

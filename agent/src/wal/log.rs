@@ -75,12 +75,16 @@ pub struct Options {
     pub segment_size: u64,
 }
 
+/// Series labels the writer knows, shared with readers so they need not decode (and hold)
+/// their own copies.
+type SharedLabels = Arc<Mutex<HashMap<u64, (Arc<LabelSet>, Instant)>>>;
+
 struct Writer {
     segments: BTreeMap<u64, Segment>,
     file: Option<File>,
     cur: Pos,
     defined: HashSet<u64>,
-    labels: HashMap<u64, (Arc<LabelSet>, Instant)>,
+    labels: SharedLabels,
     last_sync: Instant,
     dirty: bool,
     /// Endpoint → the next position it must send.
@@ -106,9 +110,7 @@ pub struct Wal {
 
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wal")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Wal").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -119,13 +121,7 @@ fn seg_path(dir: &Path, seg: u64) -> PathBuf {
 fn cursor_path(dir: &Path, endpoint: &str) -> PathBuf {
     let safe: String = endpoint
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
     dir.join("cursors").join(safe)
 }
@@ -235,11 +231,7 @@ impl Wal {
             .filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok())
             .max()
             .unwrap_or(0);
-        let next = segments
-            .keys()
-            .next_back()
-            .map_or(1, |s| s + 1)
-            .max(max_cursor_seg + 1);
+        let next = segments.keys().next_back().map_or(1, |s| s + 1).max(max_cursor_seg + 1);
         let wal = Wal {
             dir: dir.to_owned(),
             opts: opts.clone(),
@@ -248,7 +240,7 @@ impl Wal {
                 file: None,
                 cur: Pos { seg: next, off: 0 },
                 defined: HashSet::new(),
-                labels: HashMap::new(),
+                labels: Arc::new(Mutex::new(HashMap::new())),
                 last_sync: Instant::now(),
                 dirty: false,
                 cursors: BTreeMap::new(),
@@ -265,9 +257,7 @@ impl Wal {
     }
 
     fn update_size(&self, w: &Writer) {
-        self.metrics
-            .size_bytes
-            .store(w.segments.values().map(|s| s.size).sum::<u64>(), Relaxed);
+        self.metrics.size_bytes.store(w.segments.values().map(|s| s.size).sum::<u64>(), Relaxed);
     }
 
     /// The position after the last written record; changes whenever a record is written.
@@ -287,8 +277,12 @@ impl Wal {
     pub fn append(&self, batch: &ScrapeBatch) -> io::Result<Pos> {
         let mut w = self.w.lock().expect("wal lock");
         let now = Instant::now();
-        for d in &batch.new_series {
-            w.labels.insert(d.id, (d.labels.clone(), now));
+        let shared = w.labels.clone();
+        {
+            let mut labels = shared.lock().expect("labels lock");
+            for d in &batch.new_series {
+                labels.insert(d.id, (d.labels.clone(), now));
+            }
         }
         if w.file.is_none() || w.cur.off >= w.segment_limit || w.force_rotate {
             w.force_rotate = false;
@@ -296,14 +290,14 @@ impl Wal {
         }
         // Definitions this segment has not stated yet.
         let mut defs: Vec<SeriesDef> = Vec::new();
-        for s in &batch.samples {
-            if !w.defined.contains(&s.series) {
-                if let Some((labels, used)) = w.labels.get_mut(&s.series) {
+        {
+            let mut labels = shared.lock().expect("labels lock");
+            for s in &batch.samples {
+                if !w.defined.contains(&s.series)
+                    && let Some((l, used)) = labels.get_mut(&s.series)
+                {
                     *used = now;
-                    defs.push(SeriesDef {
-                        id: s.series,
-                        labels: labels.clone(),
-                    });
+                    defs.push(SeriesDef { id: s.series, labels: l.clone() });
                 }
             }
         }
@@ -353,9 +347,7 @@ impl Wal {
         w.dirty = true;
         self.metrics.records_written.fetch_add(1, Relaxed);
         self.metrics.bytes_written.fetch_add(buf.len() as u64, Relaxed);
-        self.metrics
-            .samples_written
-            .fetch_add(batch.samples.len() as u64, Relaxed);
+        self.metrics.samples_written.fetch_add(batch.samples.len() as u64, Relaxed);
         w.buf = buf;
         if now.duration_since(w.last_sync) >= self.opts.sync_interval {
             self.sync_locked(&mut w)?;
@@ -371,20 +363,14 @@ impl Wal {
     fn rotate(&self, w: &mut Writer) -> io::Result<()> {
         if w.file.is_some() {
             self.sync_locked(w)?;
-            w.cur = Pos {
-                seg: w.cur.seg + 1,
-                off: 0,
-            };
+            w.cur = Pos { seg: w.cur.seg + 1, off: 0 };
         }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(seg_path(&self.dir, w.cur.seg))?;
+        let f = OpenOptions::new().create(true).append(true).open(seg_path(&self.dir, w.cur.seg))?;
         w.file = Some(f);
         w.segments.insert(w.cur.seg, Segment::default());
         w.defined.clear();
         if let Some(cutoff) = Instant::now().checked_sub(LABELS_TTL) {
-            w.labels.retain(|_, (_, used)| *used >= cutoff);
+            w.labels.lock().expect("labels lock").retain(|_, (_, used)| *used >= cutoff);
         }
         self.delete_consumed(w);
         Ok(())
@@ -414,17 +400,15 @@ impl Wal {
     pub fn register(&self, endpoint: &str) -> Pos {
         let mut w = self.w.lock().expect("wal lock");
         let oldest = w.segments.keys().next().map_or(w.cur, |&seg| Pos { seg, off: 0 });
-        let saved = std::fs::read_to_string(cursor_path(&self.dir, endpoint))
-            .ok()
-            .and_then(|s| {
-                let mut parts = s.split_whitespace();
-                let (seg, off, crc) = (
-                    parts.next()?.parse::<u64>().ok()?,
-                    parts.next()?.parse::<u64>().ok()?,
-                    parts.next()?.parse::<u32>().ok()?,
-                );
-                (crc32c(format!("{seg} {off}").as_bytes()) == crc).then_some(Pos { seg, off })
-            });
+        let saved = std::fs::read_to_string(cursor_path(&self.dir, endpoint)).ok().and_then(|s| {
+            let mut parts = s.split_whitespace();
+            let (seg, off, crc) = (
+                parts.next()?.parse::<u64>().ok()?,
+                parts.next()?.parse::<u64>().ok()?,
+                parts.next()?.parse::<u32>().ok()?,
+            );
+            (crc32c(format!("{seg} {off}").as_bytes()) == crc).then_some(Pos { seg, off })
+        });
         let start = match saved {
             Some(p) if p >= oldest => p,
             Some(p) => {
@@ -450,12 +434,8 @@ impl Wal {
     pub fn ack(&self, endpoint: &str, pos: Pos) -> io::Result<()> {
         let path = cursor_path(&self.dir, endpoint);
         let tmp = path.with_extension("tmp");
-        let text = format!(
-            "{} {} {}\n",
-            pos.seg,
-            pos.off,
-            crc32c(format!("{} {}", pos.seg, pos.off).as_bytes())
-        );
+        let text =
+            format!("{} {} {}\n", pos.seg, pos.off, crc32c(format!("{} {}", pos.seg, pos.off).as_bytes()));
         {
             let mut f = File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
@@ -475,12 +455,8 @@ impl Wal {
         let Some(min) = w.cursors.values().min().copied() else {
             return;
         };
-        let doomed: Vec<u64> = w
-            .segments
-            .keys()
-            .copied()
-            .filter(|&s| s < min.seg && s != w.cur.seg)
-            .collect();
+        let doomed: Vec<u64> =
+            w.segments.keys().copied().filter(|&s| s < min.seg && s != w.cur.seg).collect();
         for seg in doomed {
             if std::fs::remove_file(seg_path(&self.dir, seg)).is_ok() || !seg_path(&self.dir, seg).exists() {
                 w.segments.remove(&seg);
@@ -552,12 +528,11 @@ impl Wal {
 
     /// Opens a reader positioned at `from`.
     pub fn reader(&self, from: Pos) -> io::Result<Reader> {
+        let shared = self.w.lock().expect("wal lock").labels.clone();
         let mut r = Reader {
+            shared,
             dir: self.dir.clone(),
-            pos: Pos {
-                seg: from.seg,
-                off: 0,
-            },
+            pos: Pos { seg: from.seg, off: 0 },
             file: None,
             defs: HashMap::new(),
         };
@@ -580,6 +555,7 @@ pub struct Reader {
     pos: Pos,
     file: Option<(u64, File)>,
     defs: HashMap<u64, Arc<LabelSet>>,
+    shared: SharedLabels,
 }
 
 /// One record as read back.
@@ -616,10 +592,7 @@ impl Reader {
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         // Deleted (size cap) or never written: go on with the next one.
-                        self.pos = Pos {
-                            seg: self.pos.seg + 1,
-                            off: 0,
-                        };
+                        self.pos = Pos { seg: self.pos.seg + 1, off: 0 };
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -627,17 +600,10 @@ impl Reader {
             }
             let (_, f) = self.file.as_mut().expect("opened above");
             let len = f.metadata()?.len();
-            let limit = if self.pos.seg == end.seg {
-                end.off.min(len)
-            } else {
-                len
-            };
+            let limit = if self.pos.seg == end.seg { end.off.min(len) } else { len };
             if self.pos.off >= limit {
                 if self.pos.seg < end.seg {
-                    self.pos = Pos {
-                        seg: self.pos.seg + 1,
-                        off: 0,
-                    };
+                    self.pos = Pos { seg: self.pos.seg + 1, off: 0 };
                     continue;
                 }
                 return Ok(None);
@@ -647,26 +613,21 @@ impl Reader {
             match read_record(f, limit - self.pos.off)? {
                 Rec::Ok(payload) => {
                     self.pos.off += 8 + payload.len() as u64;
-                    let Some(mut batch) = codec::decode(&payload) else {
-                        continue;
+                    let decoded = {
+                        let shared = self.shared.lock().expect("labels lock");
+                        codec::decode_with(&payload, |id| shared.get(&id).map(|(l, _)| l.clone()))
                     };
+                    let Some(mut batch) = decoded else { continue };
                     for d in &batch.new_series {
                         self.defs.insert(d.id, d.labels.clone());
                     }
                     batch.new_series.clear();
-                    return Ok(Some(Entry {
-                        at,
-                        next: self.pos,
-                        batch,
-                    }));
+                    return Ok(Some(Entry { at, next: self.pos, batch }));
                 }
                 Rec::Corrupt(skip) => self.pos.off += skip,
                 Rec::End | Rec::Torn => {
                     // The rest of this segment is unreadable: go on with the next one.
-                    self.pos = Pos {
-                        seg: self.pos.seg + 1,
-                        off: 0,
-                    };
+                    self.pos = Pos { seg: self.pos.seg + 1, off: 0 };
                 }
             }
         }

@@ -121,11 +121,7 @@ pub struct Agent {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn tmpdir(tag: &str) -> std::path::PathBuf {
@@ -160,12 +156,7 @@ impl Agent {
     /// Starts the binary on `dir`'s config and storage.
     pub fn spawn(dir: std::path::PathBuf, web: String) -> Agent {
         let (child, lines) = Self::spawn_process(&dir, &web);
-        let a = Agent {
-            child,
-            lines,
-            web,
-            dir,
-        };
+        let a = Agent { child, lines, web, dir };
         a.wait_ready();
         a
     }
@@ -217,9 +208,7 @@ impl Agent {
     pub fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .expect("condition not met in time");
+            let left = deadline.checked_duration_since(Instant::now()).expect("condition not met in time");
             let b = self.next_batch(left);
             if pred(&b) {
                 return b;
@@ -240,25 +229,17 @@ pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return (0, String::new());
     };
-    let _ = write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
+    let _ =
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
 pub fn sample<'a>(b: &'a Value, name: &str) -> Option<&'a Value> {
-    b["samples"]
-        .as_array()?
-        .iter()
-        .find(|s| s["labels"]["__name__"] == name)
+    b["samples"].as_array()?.iter().find(|s| s["labels"]["__name__"] == name)
 }
 
 pub fn up(b: &Value) -> f64 {

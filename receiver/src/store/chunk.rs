@@ -79,10 +79,7 @@ pub struct Appender {
 
 impl std::fmt::Debug for Appender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Appender")
-            .field("count", &self.count)
-            .field("first_t", &self.first_t)
-            .finish()
+        f.debug_struct("Appender").field("count", &self.count).field("first_t", &self.first_t).finish()
     }
 }
 
@@ -177,11 +174,7 @@ impl Appender {
 
 /// Encodes samples (ascending timestamps) into one chunk.
 pub fn encode(samples: &[(i64, u64)]) -> Vec<u8> {
-    assert!(
-        !samples.is_empty() && samples.len() <= u16::MAX as usize,
-        "chunk of {} samples",
-        samples.len()
-    );
+    assert!(!samples.is_empty() && samples.len() <= u16::MAX as usize, "chunk of {} samples", samples.len());
     let mut a = Appender::default();
     for &(t, v) in samples {
         a.append(t, v);
@@ -197,10 +190,7 @@ pub fn last_timestamp(chunk: &[u8]) -> Option<i64> {
 /// Decodes a chunk, calling `f(ts, bits)` for each sample in order. `None` if it is corrupt.
 pub fn decode(chunk: &[u8], mut f: impl FnMut(i64, u64)) -> Option<()> {
     let count = u16::from_le_bytes(chunk.get(..2)?.try_into().ok()?) as usize;
-    let mut r = BitReader {
-        bytes: chunk.get(10..)?,
-        pos: 0,
-    };
+    let mut r = BitReader { bytes: chunk.get(10..)?, pos: 0 };
     if count == 0 {
         return None;
     }

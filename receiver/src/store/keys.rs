@@ -48,10 +48,7 @@ pub fn decode_labels(bytes: &[u8]) -> Option<LabelSet> {
             break; // the trailing separator
         }
         let value = parts.next()?;
-        labels.push(Label::new(
-            std::str::from_utf8(name).ok()?,
-            std::str::from_utf8(value).ok()?,
-        ));
+        labels.push(Label::new(std::str::from_utf8(name).ok()?, std::str::from_utf8(value).ok()?));
     }
     LabelSet::from_labels(labels).ok()
 }
@@ -134,11 +131,7 @@ mod tests {
         for pairs in [
             vec![],
             vec![("__name__", "up")],
-            vec![
-                ("__name__", "résumé.total"),
-                ("job name", "a\nb"),
-                ("z", "\u{1F680}"),
-            ],
+            vec![("__name__", "résumé.total"), ("job name", "a\nb"), ("z", "\u{1F680}")],
         ] {
             let ls = LabelSet::from_pairs(pairs).unwrap();
             let mut b = Vec::new();

@@ -131,10 +131,7 @@ struct Head {
 impl Head {
     fn add_postings(&mut self, tenant: &str, labels: &LabelSet, id: u64) {
         for l in labels {
-            self.postings
-                .entry(posting_key(tenant, &l.name, Some(&l.value)).into())
-                .or_default()
-                .push(id);
+            self.postings.entry(posting_key(tenant, &l.name, Some(&l.value)).into()).or_default().push(id);
         }
     }
 
@@ -179,10 +176,7 @@ fn hash_bytes(b: &[u8]) -> u64 {
 }
 
 fn id_from(v: &[u8]) -> Result<u64, StoreError> {
-    Ok(u64::from_be_bytes(
-        v.try_into()
-            .map_err(|_| StoreError::Corrupt("series id".into()))?,
-    ))
+    Ok(u64::from_be_bytes(v.try_into().map_err(|_| StoreError::Corrupt("series id".into()))?))
 }
 
 /// A change to one series staged during a write, applied to the head after the commit.
@@ -203,10 +197,7 @@ impl Store {
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        let store = Store {
-            db,
-            head: Mutex::new(Head::default()),
-        };
+        let store = Store { db, head: Mutex::new(Head::default()) };
         store.load_head()?;
         Ok(store)
     }
@@ -223,10 +214,7 @@ impl Store {
             let t = head.tenant_no(&tenant);
             head.tenants[t as usize].1 += 1;
             head.add_postings(&tenant, &labels, id);
-            let mut state = SeriesState {
-                last_ts: i64::MIN,
-                ..Default::default()
-            };
+            let mut state = SeriesState { last_ts: i64::MIN, ..Default::default() };
             if let Some(item) = self.db.scan_prefix(id_key(CHUNK, id)).next_back() {
                 let (_, c) = item?;
                 let mut points = Vec::new();
@@ -359,12 +347,7 @@ impl Store {
             };
             let st = staged.entry(id).or_insert_with(|| {
                 let s = &head.series[&id];
-                Staged {
-                    last_ts: s.last_ts,
-                    last: s.last(),
-                    appended: vec![],
-                    new_tenant: None,
-                }
+                Staged { last_ts: s.last_ts, last: s.last(), appended: vec![], new_tenant: None }
             });
             let mut problems = Problems::default();
             for &(ts, v) in &sw.samples {
@@ -489,10 +472,7 @@ impl Store {
             });
             return Ok(found);
         }
-        let Some(item) = self
-            .db
-            .range(point_key(CHUNK, id, i64::MIN)..=point_key(CHUNK, id, ts))
-            .next_back()
+        let Some(item) = self.db.range(point_key(CHUNK, id, i64::MIN)..=point_key(CHUNK, id, ts)).next_back()
         else {
             return Ok(None);
         };
@@ -527,10 +507,7 @@ impl Store {
         }
         for (&id, s) in &head.series {
             if !s.open.is_empty() {
-                batch.insert(
-                    &point_key(CHUNK, id, s.open.first_timestamp())[..],
-                    s.open.to_bytes(),
-                );
+                batch.insert(&point_key(CHUNK, id, s.open.first_timestamp())[..], s.open.to_bytes());
             }
         }
         // Under the head lock, so no write adds a log record between the scan and the apply.
@@ -570,10 +547,7 @@ impl Store {
         let mut out = Vec::new();
         for id in ids {
             let labels = self.labels_of(id)?;
-            if matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-            {
+            if matchers.iter().all(|m| m.matches(labels.get(&m.name).unwrap_or(""))) {
                 out.push((id, labels));
             }
         }
@@ -606,16 +580,10 @@ impl Store {
                 out.push((t, v));
             }
         };
-        for item in self
-            .db
-            .range(point_key(CHUNK, id, i64::MIN)..=point_key(CHUNK, id, end))
-        {
+        for item in self.db.range(point_key(CHUNK, id, i64::MIN)..=point_key(CHUNK, id, end)) {
             let (k, c) = item?;
             // The checkpointed copy of the open chunk is stale; the head has it whole.
-            if open
-                .as_ref()
-                .is_some_and(|(first, _)| *first == ts_from_bytes(&k[9..]))
-            {
+            if open.as_ref().is_some_and(|(first, _)| *first == ts_from_bytes(&k[9..])) {
                 continue;
             }
             if chunk::last_timestamp(&c).is_some_and(|last| last < start) {
@@ -655,11 +623,7 @@ impl Store {
                 ));
                 let labels =
                     decode_labels(&v[8..]).ok_or_else(|| StoreError::Corrupt("exemplar labels".into()))?;
-                Ok(ExemplarWrite {
-                    labels,
-                    value,
-                    timestamp: ts_from_bytes(&k[9..]),
-                })
+                Ok(ExemplarWrite { labels, value, timestamp: ts_from_bytes(&k[9..]) })
             })
             .collect()
     }
@@ -719,30 +683,17 @@ impl Store {
 
     /// Deletes data older than `cutoff` (ms). Returns the number of keys removed.
     pub fn delete_before(&self, cutoff: i64) -> Result<usize, StoreError> {
-        let ids: Vec<u64> = self
-            .head
-            .lock()
-            .expect("head lock")
-            .series
-            .keys()
-            .copied()
-            .collect();
+        let ids: Vec<u64> = self.head.lock().expect("head lock").series.keys().copied().collect();
         let mut removed = 0;
         for id in ids {
             let mut batch = sled::Batch::default();
             for prefix in [HISTOGRAM, EXEMPLAR] {
-                for item in self
-                    .db
-                    .range(point_key(prefix, id, i64::MIN)..point_key(prefix, id, cutoff))
-                {
+                for item in self.db.range(point_key(prefix, id, i64::MIN)..point_key(prefix, id, cutoff)) {
                     batch.remove(item?.0);
                     removed += 1;
                 }
             }
-            for item in self
-                .db
-                .range(point_key(CHUNK, id, i64::MIN)..point_key(CHUNK, id, cutoff))
-            {
+            for item in self.db.range(point_key(CHUNK, id, i64::MIN)..point_key(CHUNK, id, cutoff)) {
                 let (k, c) = item?;
                 if chunk::last_timestamp(&c).is_some_and(|last| last < cutoff) {
                     batch.remove(k);
@@ -779,11 +730,7 @@ fn check_point(last_ts: i64, last: Last, ts: i64, value: Last, limits: WriteLimi
     } else if ts < last_ts {
         Verdict::Reject(OUT_OF_ORDER)
     } else if ts == last_ts {
-        if last == value {
-            Verdict::Duplicate
-        } else {
-            Verdict::Reject("duplicate sample for timestamp")
-        }
+        if last == value { Verdict::Duplicate } else { Verdict::Reject("duplicate sample for timestamp") }
     } else {
         Verdict::Append
     }

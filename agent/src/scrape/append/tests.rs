@@ -26,18 +26,11 @@ impl H {
 
     fn with_labels(extra: &str, target_labels: &[(&str, &str)]) -> H {
         let yaml = format!("scrape_configs:\n  - job_name: j\n    scrape_interval: 15s\n{extra}");
-        let job = Config::parse(&yaml, Path::new("t.yaml"), false, |_| None)
-            .unwrap()
-            .jobs
-            .remove(0);
+        let job = Config::parse(&yaml, Path::new("t.yaml"), false, |_| None).unwrap().jobs.remove(0);
         let mut pairs = vec![("instance", "h:9100"), ("job", "j")];
         pairs.extend_from_slice(target_labels);
         let public = LabelSet::from_pairs(pairs).unwrap();
-        H {
-            job,
-            st: TargetState::new(public, 7, Arc::new(AtomicU64::new(1))),
-            t: 1_700_000_000_000,
-        }
+        H { job, st: TargetState::new(public, 7, Arc::new(AtomicU64::new(1))), t: 1_700_000_000_000 }
     }
 
     /// Scrapes `body` at the next tick and returns (labels, value bits, timestamp) per sample.
@@ -45,11 +38,7 @@ impl H {
         self.t += 15_000;
         let b = self.st.scrape(
             &self.job,
-            Fetched::Body {
-                body,
-                content_type: TEXT,
-                decoded_len: body.len(),
-            },
+            Fetched::Body { body, content_type: TEXT, decoded_len: body.len() },
             self.t,
             self.t,
             0.01,
@@ -62,10 +51,7 @@ impl H {
         self.t += 15_000;
         let b = self.st.scrape(
             &self.job,
-            Fetched::Failed {
-                error: error.into(),
-                body_size_limit_hit: false,
-            },
+            Fetched::Failed { error: error.into(), body_size_limit_hit: false },
             self.t,
             self.t,
             0.01,
@@ -77,31 +63,19 @@ impl H {
     fn rows(&self, b: &ScrapeBatch) -> Vec<(String, u64, i64)> {
         b.samples
             .iter()
-            .map(|s| {
-                (
-                    self.st.labels_of(s.series).unwrap().to_string(),
-                    s.value.to_bits(),
-                    s.timestamp,
-                )
-            })
+            .map(|s| (self.st.labels_of(s.series).unwrap().to_string(), s.value.to_bits(), s.timestamp))
             .collect()
     }
 }
 
 fn value_of(rows: &[(String, u64, i64)], name: &str) -> Option<f64> {
     let prefix = format!("{{__name__=\"{name}\"");
-    rows.iter()
-        .find(|r| r.0.starts_with(&prefix))
-        .map(|r| f64::from_bits(r.1))
+    rows.iter().find(|r| r.0.starts_with(&prefix)).map(|r| f64::from_bits(r.1))
 }
 
 fn user_rows(rows: &[(String, u64, i64)]) -> Vec<(String, u64, i64)> {
     rows.iter()
-        .filter(|r| {
-            !REPORT_NAMES
-                .iter()
-                .any(|n| r.0.starts_with(&format!("{{__name__=\"{n}\"")))
-        })
+        .filter(|r| !REPORT_NAMES.iter().any(|n| r.0.starts_with(&format!("{{__name__=\"{n}\""))))
         .cloned()
         .collect()
 }
@@ -142,17 +116,11 @@ fn honor_labels_true_and_empty_values() {
     let (_, rows) = h.scrape("m{job=\"x\"} 1\nn{job=\"\"} 2\n");
     let u = user_rows(&rows);
     assert_eq!(u[0].0, r#"{__name__="m", instance="h:9100", job="x"}"#);
-    assert_eq!(
-        u[1].0, r#"{__name__="n", instance="h:9100"}"#,
-        "an empty scraped value removes the label"
-    );
+    assert_eq!(u[1].0, r#"{__name__="n", instance="h:9100"}"#, "an empty scraped value removes the label");
     // G-S04
     let mut h = H::new("");
     let (_, rows) = h.scrape("m{a=\"\",b=\"2\"} 1\n");
-    assert_eq!(
-        user_rows(&rows)[0].0,
-        r#"{__name__="m", b="2", instance="h:9100", job="j"}"#
-    );
+    assert_eq!(user_rows(&rows)[0].0, r#"{__name__="m", b="2", instance="h:9100", job="j"}"#);
 }
 
 #[test]
@@ -208,30 +176,21 @@ fn g_s12_duplicate_lines() {
     // Distinct explicit timestamps: all stored (a fresh target, so no stale marker for `m`).
     let mut h = H::new("");
     let (_, rows) = h.scrape("m 1 1001\nm 1 1002\n");
-    assert_eq!(
-        user_rows(&rows).iter().map(|r| r.2).collect::<Vec<_>>(),
-        [1001, 1002]
-    );
+    assert_eq!(user_rows(&rows).iter().map(|r| r.2).collect::<Vec<_>>(), [1001, 1002]);
 }
 
 #[test]
 fn g_s13_duplicate_label_names_fail_everything() {
     let mut h = H::new("");
     let (b, rows) = h.scrape("ok 1\nm{le=\"1\",le=\"2\"} 1\n");
-    assert_eq!(
-        b.error.as_deref(),
-        Some("label name \"le\" is not unique: invalid sample")
-    );
+    assert_eq!(b.error.as_deref(), Some("label name \"le\" is not unique: invalid sample"));
     assert!(user_rows(&rows).is_empty());
 }
 
 #[test]
 fn g_s14_s15_relabeling_outcomes() {
     let mut h = H::new("    metric_relabel_configs: [{regex: __name__, action: labeldrop}]\n");
-    assert_eq!(
-        h.scrape("m 1\n").0.error.as_deref(),
-        Some("missing metric name (__name__ label)")
-    );
+    assert_eq!(h.scrape("m 1\n").0.error.as_deref(), Some("missing metric name (__name__ label)"));
     let mut h = H::new("    metric_relabel_configs: [{source_labels: [__name__], regex: a, action: drop}]\n");
     let (_, rows) = h.scrape("a 1\nb 1\n");
     assert_eq!(user_rows(&rows).len(), 1);
@@ -253,10 +212,7 @@ fn g_s17_report_series_ignore_honor_labels_and_relabeling() {
     let (_, rows) = h.scrape("a 1\nb 1\n");
     assert!(user_rows(&rows).is_empty());
     assert_eq!(synthetic(&rows), (1.0, 2.0, 0.0, 0.0));
-    assert!(
-        rows.iter()
-            .any(|r| r.0 == r#"{__name__="up", env="prod", instance="h:9100", job="j"}"#)
-    );
+    assert!(rows.iter().any(|r| r.0 == r#"{__name__="up", env="prod", instance="h:9100", job="j"}"#));
     assert_eq!(rows.len(), 5, "up, duration, scraped, post, added");
 }
 
@@ -307,10 +263,7 @@ fn g_st02_failure_sequence() {
 fn g_st03_st04_explicit_timestamps() {
     let mut h = H::new("");
     h.scrape("a 1 1000\n");
-    assert!(
-        user_rows(&h.scrape("").1).is_empty(),
-        "explicit timestamps are not tracked"
-    );
+    assert!(user_rows(&h.scrape("").1).is_empty(), "explicit timestamps are not tracked");
     let mut h = H::new("    track_timestamps_staleness: true\n");
     h.scrape("a 1 1000\n");
     let (_, rows) = h.scrape("");
@@ -348,20 +301,12 @@ fn empty_body_is_success_and_unsupported_content_type_fails() {
     h.t += 15_000;
     let b = h.st.scrape(
         &h.job,
-        Fetched::Body {
-            body: "a 1\n",
-            content_type: Some("application/json"),
-            decoded_len: 4,
-        },
+        Fetched::Body { body: "a 1\n", content_type: Some("application/json"), decoded_len: 4 },
         h.t,
         h.t,
         0.0,
     );
-    assert!(
-        b.error
-            .unwrap()
-            .contains("unsupported Content-Type \"application/json\"")
-    );
+    assert!(b.error.unwrap().contains("unsupported Content-Type \"application/json\""));
 }
 
 #[test]
@@ -391,21 +336,7 @@ fn metadata_travels_when_it_changes() {
     let mut h = H::new("");
     let (b, _) = h.scrape("# HELP a Things.\n# TYPE a counter\na 1\n");
     assert_eq!(b.metadata.len(), 1);
-    assert_eq!(
-        (b.metadata[0].kind, b.metadata[0].help.as_str()),
-        (MetricType::Counter, "Things.")
-    );
-    assert!(
-        h.scrape("# HELP a Things.\n# TYPE a counter\na 2\n")
-            .0
-            .metadata
-            .is_empty()
-    );
-    assert_eq!(
-        h.scrape("# HELP a Other.\n# TYPE a counter\na 3\n")
-            .0
-            .metadata
-            .len(),
-        1
-    );
+    assert_eq!((b.metadata[0].kind, b.metadata[0].help.as_str()), (MetricType::Counter, "Things."));
+    assert!(h.scrape("# HELP a Things.\n# TYPE a counter\na 2\n").0.metadata.is_empty());
+    assert_eq!(h.scrape("# HELP a Other.\n# TYPE a counter\na 3\n").0.metadata.len(), 1);
 }

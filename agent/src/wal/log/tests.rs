@@ -19,18 +19,11 @@ fn tmp(tag: &str) -> std::path::PathBuf {
 }
 
 fn rand_u64() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 fn opts(segment_size: u64, max_size: u64) -> Options {
-    Options {
-        sync_interval: Duration::ZERO,
-        max_size,
-        segment_size,
-    }
+    Options { sync_interval: Duration::ZERO, max_size, segment_size }
 }
 
 /// Batch number `n`: series n%5 and 100+n (announced here), values derived from n.
@@ -44,11 +37,7 @@ fn batch(n: u64) -> ScrapeBatch {
         timestamp: 1_000_000 + n as i64 * 1000,
         new_series: vec![def(n % 5), def(100 + n)],
         samples: vec![
-            BatchSample {
-                series: n % 5,
-                timestamp: 1_000_000 + n as i64 * 1000,
-                value: n as f64 * 1.5,
-            },
+            BatchSample { series: n % 5, timestamp: 1_000_000 + n as i64 * 1000, value: n as f64 * 1.5 },
             BatchSample {
                 series: 100 + n,
                 timestamp: 1_000_000 + n as i64 * 1000,
@@ -72,12 +61,9 @@ fn read_all_except(wal: &Wal, from: Pos, unresolvable: &[u64]) -> Vec<(Pos, i64)
         for s in &e.batch.samples {
             match r.labels(s.series) {
                 Some(ls) => assert_eq!(ls.metric_name().unwrap(), format!("m{}", s.series)),
-                None => assert!(
-                    unresolvable.contains(&s.series),
-                    "series {} unresolved at {:?}",
-                    s.series,
-                    e.at
-                ),
+                None => {
+                    assert!(unresolvable.contains(&s.series), "series {} unresolved at {:?}", s.series, e.at)
+                }
             }
         }
         out.push((e.at, e.batch.timestamp));
@@ -105,10 +91,7 @@ fn round_trip_across_segments_and_restarts() {
     let (wal, rec) = Wal::open(&dir, opts(300, 1 << 30)).unwrap();
     assert_eq!((rec.records, rec.corrupt_records, rec.torn_bytes), (40, 0, 0));
     assert_eq!(rec.max_series_id, 139);
-    assert!(
-        wal.end().seg > positions.last().unwrap().seg,
-        "a restart writes a new segment"
-    );
+    assert!(wal.end().seg > positions.last().unwrap().seg, "a restart writes a new segment");
     wal.append(&batch(40)).unwrap();
     assert_eq!(read_all(&wal, Pos { seg: 1, off: 0 }).len(), 41);
     let _ = std::fs::remove_dir_all(dir);
@@ -122,12 +105,7 @@ fn torn_tail_and_corrupt_record_are_repaired_without_a_human() {
     drop(wal);
     let seg = seg_path(&dir, 1);
     // A torn write: half a record header at the end.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&seg)
-        .unwrap()
-        .write_all(&[9, 0, 0])
-        .unwrap();
+    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[9, 0, 0]).unwrap();
     // Flip a byte inside record 4's payload.
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[p[4].off as usize + 12] ^= 0xff;
@@ -136,14 +114,8 @@ fn torn_tail_and_corrupt_record_are_repaired_without_a_human() {
     assert_eq!((rec.torn_bytes, rec.corrupt_records, rec.records), (3, 1, 9));
     // Record 4 first defined series 4 in this segment; record 9's sample of series 4 cannot be
     // resolved any more and is the only casualty besides record 4 itself.
-    let got: Vec<i64> = read_all_except(&wal, Pos { seg: 1, off: 0 }, &[4])
-        .iter()
-        .map(|a| a.1)
-        .collect();
-    let want: Vec<i64> = (0..10)
-        .filter(|&n| n != 4)
-        .map(|n| 1_000_000 + n * 1000)
-        .collect();
+    let got: Vec<i64> = read_all_except(&wal, Pos { seg: 1, off: 0 }, &[4]).iter().map(|a| a.1).collect();
+    let want: Vec<i64> = (0..10).filter(|&n| n != 4).map(|n| 1_000_000 + n * 1000).collect();
     assert_eq!(got, want);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -155,10 +127,7 @@ fn cursors_survive_restarts_and_damage_falls_back_to_resend() {
     assert_eq!(wal.register("ep"), Pos { seg: 1, off: 0 });
     let p: Vec<Pos> = (0..20).map(|n| wal.append(&batch(n)).unwrap()).collect();
     wal.ack("ep", p[12]).unwrap();
-    assert!(
-        !seg_path(&dir, 1).exists(),
-        "segments before every cursor are deleted"
-    );
+    assert!(!seg_path(&dir, 1).exists(), "segments before every cursor are deleted");
     drop(wal);
     let (wal, _) = Wal::open(&dir, opts(250, 1 << 30)).unwrap();
     assert_eq!(wal.register("ep"), p[12]);

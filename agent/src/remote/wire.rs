@@ -1,0 +1,239 @@
+//! Protobuf bytes for remote-write requests written straight from the queue's data, without
+//! building `prost` structs (which would clone every label string of every sample). Field
+//! numbers are those of `ferry_protocol::rw1` / `rw2`; the `encode_matches_prost` test
+//! decodes both forms and compares.
+
+use ferry_protocol::SymbolTable;
+
+use super::encode::Payload;
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
+    put_varint(out, ((field as u64) << 3) | wire as u64);
+}
+
+fn len_field(out: &mut Vec<u8>, field: u32, len: usize) {
+    key(out, field, 2);
+    put_varint(out, len as u64);
+}
+
+fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+    len_field(out, field, b.len());
+    out.extend_from_slice(b);
+}
+
+fn field_len(field: u32, len: usize) -> usize {
+    varint_len(((field as u64) << 3) | 2) + varint_len(len as u64) + len
+}
+
+/// `Sample { value = 1; timestamp = 2 }` (RW1), optional `start_timestamp = 3` (RW2).
+fn sample_len(ts: i64, st: i64) -> usize {
+    9 + 1 + varint_len(ts as u64) + if st != 0 { 1 + varint_len(st as u64) } else { 0 }
+}
+
+fn put_sample(out: &mut Vec<u8>, field: u32, value: f64, ts: i64, st: i64) {
+    len_field(out, field, sample_len(ts, st));
+    key(out, 1, 1);
+    out.extend_from_slice(&value.to_bits().to_le_bytes());
+    key(out, 2, 0);
+    put_varint(out, ts as u64);
+    if st != 0 {
+        key(out, 3, 0);
+        put_varint(out, st as u64);
+    }
+}
+
+/// An RW1 `WriteRequest`.
+pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
+    out.clear();
+    for s in &p.series {
+        let labels_len: usize = s
+            .labels
+            .iter()
+            .map(|l| field_len(1, field_len(1, l.name.len()) + field_len(2, l.value.len())))
+            .sum();
+        let samples_len: usize = s.samples.iter().map(|&(t, _)| field_len(2, sample_len(t, 0))).sum();
+        let ex_len = |e: &(ferry_protocol::LabelSet, f64, i64)| -> usize {
+            let l: usize =
+                e.0.iter()
+                    .map(|l| field_len(1, field_len(1, l.name.len()) + field_len(2, l.value.len())))
+                    .sum();
+            l + 9 + 1 + varint_len(e.2 as u64)
+        };
+        let exemplars_len: usize =
+            if send_exemplars { s.exemplars.iter().map(|e| field_len(3, ex_len(e))).sum() } else { 0 };
+        len_field(out, 1, labels_len + samples_len + exemplars_len);
+        for l in s.labels.iter() {
+            len_field(out, 1, field_len(1, l.name.len()) + field_len(2, l.value.len()));
+            bytes_field(out, 1, l.name.as_bytes());
+            bytes_field(out, 2, l.value.as_bytes());
+        }
+        for &(t, v) in &s.samples {
+            put_sample(out, 2, v, t, 0);
+        }
+        if send_exemplars {
+            for e in &s.exemplars {
+                len_field(out, 3, ex_len(e));
+                for l in e.0.iter() {
+                    len_field(out, 1, field_len(1, l.name.len()) + field_len(2, l.value.len()));
+                    bytes_field(out, 1, l.name.as_bytes());
+                    bytes_field(out, 2, l.value.as_bytes());
+                }
+                key(out, 2, 1);
+                out.extend_from_slice(&e.1.to_bits().to_le_bytes());
+                key(out, 3, 0);
+                put_varint(out, e.2 as u64);
+            }
+        }
+    }
+    for (family, kind, help, unit) in &p.metadata {
+        let body = 1
+            + varint_len(kind.wire() as u64)
+            + field_len(2, family.len())
+            + field_len(4, help.len())
+            + field_len(5, unit.len());
+        len_field(out, 3, body);
+        key(out, 1, 0);
+        put_varint(out, kind.wire() as u64);
+        bytes_field(out, 2, family.as_bytes());
+        bytes_field(out, 4, help.as_bytes());
+        bytes_field(out, 5, unit.as_bytes());
+    }
+}
+
+/// An RW2 `Request`: the series first (interning as it goes), then the symbol table.
+pub fn rw2(p: &Payload, table: &mut SymbolTable, series_buf: &mut Vec<u8>, out: &mut Vec<u8>) {
+    table.reset();
+    series_buf.clear();
+    let mut refs: Vec<u32> = Vec::with_capacity(32);
+    let mut ex_refs: Vec<Vec<u32>> = Vec::new();
+    for s in &p.series {
+        refs.clear();
+        table.symbolize_labels(s.labels.as_ref(), &mut refs);
+        let refs_len: usize = refs.iter().map(|&r| varint_len(r as u64)).sum();
+        let samples_len: usize =
+            s.samples.iter().map(|&(t, _)| field_len(2, sample_len(t, s.start_timestamp))).sum();
+        ex_refs.clear();
+        let mut ex_len = 0;
+        for e in &s.exemplars {
+            let mut r = Vec::new();
+            table.symbolize_labels(&e.0, &mut r);
+            let rl: usize = r.iter().map(|&x| varint_len(x as u64)).sum();
+            let body = if r.is_empty() { 0 } else { field_len(1, rl) } + 9 + 1 + varint_len(e.2 as u64);
+            ex_len += field_len(4, body);
+            ex_refs.push(r);
+        }
+        let md = s
+            .metadata
+            .as_ref()
+            .map(|m| (m.0.wire() as u64, table.symbolize(&m.1) as u64, table.symbolize(&m.2) as u64));
+        let md_len =
+            md.map_or(0, |(t, h, u)| field_len(5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u)));
+        len_field(series_buf, 5, field_len(1, refs_len) + samples_len + ex_len + md_len);
+        len_field(series_buf, 1, refs_len);
+        for &r in &refs {
+            put_varint(series_buf, r as u64);
+        }
+        for &(t, v) in &s.samples {
+            put_sample(series_buf, 2, v, t, s.start_timestamp);
+        }
+        for (e, r) in s.exemplars.iter().zip(&ex_refs) {
+            let rl: usize = r.iter().map(|&x| varint_len(x as u64)).sum();
+            let body = if r.is_empty() { 0 } else { field_len(1, rl) } + 9 + 1 + varint_len(e.2 as u64);
+            len_field(series_buf, 4, body);
+            if !r.is_empty() {
+                len_field(series_buf, 1, rl);
+                for &x in r {
+                    put_varint(series_buf, x as u64);
+                }
+            }
+            key(series_buf, 2, 1);
+            series_buf.extend_from_slice(&e.1.to_bits().to_le_bytes());
+            key(series_buf, 3, 0);
+            put_varint(series_buf, e.2 as u64);
+        }
+        if let Some((t, h, u)) = md {
+            len_field(series_buf, 5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u));
+            key(series_buf, 1, 0);
+            put_varint(series_buf, t);
+            key(series_buf, 3, 0);
+            put_varint(series_buf, h);
+            key(series_buf, 4, 0);
+            put_varint(series_buf, u);
+        }
+    }
+    out.clear();
+    for sym in table.symbols() {
+        bytes_field(out, 4, sym.as_bytes());
+    }
+    out.extend_from_slice(series_buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ferry_protocol::{LabelSet, STALE_NAN, rw1, rw2};
+    use prost::Message;
+
+    use super::*;
+    use crate::remote::encode::SeriesData;
+    use crate::scrape::parse::MetricType;
+
+    fn payload() -> Payload {
+        let ls = |pairs: &[(&str, &str)]| Arc::new(LabelSet::from_pairs(pairs.iter().copied()).unwrap());
+        Payload {
+            series: vec![
+                SeriesData {
+                    labels: ls(&[("__name__", "up"), ("job", "j"), ("instance", "h:1")]),
+                    samples: vec![(1_700_000_000_000, 1.0), (1_700_000_015_000, STALE_NAN), (-5, 0.0)],
+                    exemplars: vec![(
+                        LabelSet::from_pairs([("trace_id", "abc")]).unwrap(),
+                        2.5,
+                        1_700_000_000_001,
+                    )],
+                    metadata: Some(Arc::new((MetricType::Gauge, "Health.".into(), String::new()))),
+                    start_timestamp: 1_699_000_000_000,
+                },
+                SeriesData {
+                    labels: ls(&[("__name__", "x"), ("v", "é\\n\"")]),
+                    samples: vec![(0, f64::NAN)],
+                    exemplars: vec![(LabelSet::new(), 1.0, 0)],
+                    metadata: None,
+                    start_timestamp: 0,
+                },
+            ],
+            metadata: vec![("up".into(), MetricType::Gauge, "Health.".into(), "".into())],
+        }
+    }
+
+    #[test]
+    fn encode_matches_prost() {
+        let p = payload();
+        for exemplars in [false, true] {
+            let mut out = Vec::new();
+            rw1(&p, exemplars, &mut out);
+            let ours = rw1::WriteRequest::decode(out.as_slice()).unwrap();
+            let want = p.rw1(exemplars);
+            assert_eq!(format!("{ours:?}"), format!("{want:?}"));
+            assert_eq!(ours.timeseries[0].samples[1].value.to_bits(), STALE_NAN.to_bits());
+        }
+        let (mut t1, mut t2) = (SymbolTable::new(), SymbolTable::new());
+        let (mut buf, mut out) = (Vec::new(), Vec::new());
+        rw2(&p, &mut t1, &mut buf, &mut out);
+        let ours = rw2::Request::decode(out.as_slice()).unwrap();
+        let want = p.rw2(&mut t2);
+        assert_eq!(format!("{ours:?}"), format!("{want:?}"));
+    }
+}
