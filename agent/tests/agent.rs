@@ -212,3 +212,21 @@ fn config_errors_and_check() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 scrape jobs"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn http_sd_finds_targets() {
+    let t = Target::start(Reply::text("via_http_sd 1\n"));
+    let sd = Target::start(Reply {
+        content_type: Some("application/json"),
+        ..Reply::text(&format!(r#"[{{"targets": ["{}"], "labels": {{"zone": "z1"}}}}]"#, t.addr))
+    });
+    let cfg = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: httpsd\n    http_sd_configs: [{{url: 'http://{}/targets', refresh_interval: 1s}}]\n",
+        sd.addr
+    );
+    let a = Agent::start("httpsd", &cfg);
+    let b = a.wait_for(15 * SEC, |b| sample(b, "via_http_sd").is_some());
+    let s = sample(&b, "via_http_sd").unwrap();
+    assert_eq!(s["labels"]["zone"], "z1");
+    assert_eq!(s["labels"]["instance"], t.addr);
+}

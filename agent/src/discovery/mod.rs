@@ -1,8 +1,9 @@
 //! Discovery providers: each sends full replacement sets of target groups for its job to the
-//! scrape manager. `static_configs` and `file_sd_configs` live here; Kubernetes is its own
-//! issue and is validated but not yet served.
+//! scrape manager: `static_configs`, `file_sd_configs` and `http_sd_configs`. Kubernetes is its
+//! own issue and is validated but not yet served.
 
 pub mod file;
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -56,7 +57,14 @@ pub fn start(job: &Job, base: &Path, tx: mpsc::Sender<Update>, stop: watch::Rece
     if !job.kubernetes_sd.is_empty() {
         tracing::warn!(job = %job.name, "kubernetes_sd_configs are validated but Kubernetes discovery is not implemented yet; this job finds no Kubernetes targets");
     }
-    if !job.http_sd.is_empty() {
-        tracing::warn!(job = %job.name, "http_sd_configs are validated but HTTP discovery is not implemented yet");
+    for (i, h) in job.http_sd.iter().enumerate() {
+        tokio::spawn(http::run(
+            job.name.clone(),
+            format!("http/{i}"),
+            h.clone(),
+            base.to_owned(),
+            tx.clone(),
+            stop.clone(),
+        ));
     }
 }
