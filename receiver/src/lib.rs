@@ -7,7 +7,8 @@
 //! - [`read`], [`selector`]: the Prometheus-shaped read API and series selectors;
 //! - [`auth`]: tenants, credentials and rate limits;
 //! - [`config`], [`metrics`], [`app`]: configuration, self-metrics, routes;
-//! - [`server`]: start and stop a receiver (the binary, or embedded in the agent).
+//! - [`server`]: start and stop a receiver (the binary, or embedded in the agent);
+//! - [`tls`]: TLS termination with rustls.
 
 pub mod app;
 pub mod auth;
@@ -19,4 +20,5 @@ pub mod read;
 pub mod selector;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod write;

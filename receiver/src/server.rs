@@ -37,12 +37,10 @@ pub async fn start(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, String> {
-    if opts.config.tls.is_some() {
-        return Err(
-            "tls: serving TLS is not supported by this build yet; terminate TLS in front of the receiver"
-                .into(),
-        );
-    }
+    let acceptor = match &opts.config.tls {
+        Some(t) => Some(crate::tls::acceptor(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
     let auth = Auth::new(&opts.config)?;
     let store = Store::open(&opts.storage, opts.cache_bytes)
         .map_err(|e| format!("opening store {}: {e}", opts.storage.display()))?;
@@ -61,7 +59,13 @@ pub async fn start(
     let maintenance = tokio::spawn(maintenance(app.clone(), opts.checkpoint_interval));
     let a = app.clone();
     let done = tokio::spawn(async move {
-        let served = axum::serve(listener, router(a.clone())).with_graceful_shutdown(shutdown).await;
+        let served = match acceptor {
+            Some(acc) => {
+                let l = crate::tls::TlsListener::new(listener, acc).map_err(|e| e.to_string())?;
+                axum::serve(l, router(a.clone())).with_graceful_shutdown(shutdown).await
+            }
+            None => axum::serve(listener, router(a.clone())).with_graceful_shutdown(shutdown).await,
+        };
         maintenance.abort();
         served.map_err(|e| format!("server: {e}"))?;
         a.store.sync().await.map_err(|e| format!("final flush: {e}"))?;

@@ -783,3 +783,76 @@ fn bad_config_names_file_line_and_column() {
     assert!(err.contains(&format!("{}:3:", p.display())) && err.contains("max_sries"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd).arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn tls_and_h2c() {
+    if !have("openssl", "version") || !have("curl", "--version") {
+        eprintln!("skipping tls_and_h2c: needs the openssl and curl commands");
+        return;
+    }
+    // h2c (HTTP/2 with prior knowledge) on a plain receiver.
+    let plain = Receiver::start("h2c", None, &[]);
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--http2-prior-knowledge"])
+        .arg(format!("http://{}/-/healthy", plain.addr))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+
+    let dir = tmpdir("tls-certs");
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let cfg = format!(
+        "tls: {{cert_file: {}, key_file: {}}}\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    let r = Receiver::start("tls", Some(&cfg), &[]);
+    let curl = |extra: &[&str], path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_version} %{http_code}", "--cacert"])
+            .arg(dir.join("cert.pem"))
+            .args(extra)
+            .arg(format!("https://{}{path}", r.addr))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(curl(&["--http1.1"], "/-/healthy").ends_with("1.1 200"));
+    assert!(curl(&["--http2"], "/-/healthy").ends_with("2 200"), "ALPN offers h2");
+    // A real write over TLS, then read back.
+    let body = rw1_body(vec![rw1_series(&[("__name__", "over_tls")], &[(now(), 7.0)])]);
+    std::fs::write(dir.join("body"), &body).unwrap();
+    let out = curl(
+        &[
+            "-H",
+            "Content-Type: application/x-protobuf",
+            "-H",
+            "Content-Encoding: snappy",
+            "--data-binary",
+            &format!("@{}", dir.join("body").display()),
+        ],
+        "/api/v1/write",
+    );
+    assert!(out.ends_with(" 204"), "{out}");
+    assert!(curl(&[], "/api/v1/export?match[]=over_tls").contains("\"7\""));
+    // Plain HTTP to the TLS port is refused (no data accepted without TLS).
+    let plain_try = Command::new("curl")
+        .args(["-s", "-m", "3"])
+        .arg(format!("http://{}/-/healthy", r.addr))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain_try.stdout).contains("Healthy"));
+}
