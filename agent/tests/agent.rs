@@ -230,3 +230,25 @@ fn http_sd_finds_targets() {
     assert_eq!(s["labels"]["zone"], "z1");
     assert_eq!(s["labels"]["instance"], t.addr);
 }
+
+/// Every agent config shipped in packaging/ loads, with the environment its deployment
+/// provides (downward-API NODE_NAME/NODE_IP, the sharding variables, the edge env file).
+#[test]
+fn packaged_configs_pass_config_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        ("packaging/kubernetes/overlays/daemonset/agent.yaml", &[("NODE_NAME", "node-1"), ("NODE_IP", "10.0.0.1")]),
+        ("packaging/kubernetes/overlays/sharded/agent.yaml", &[("SHARD", "0"), ("SHARDS", "3")]),
+        ("packaging/systemd/agent.yaml", &[("FERRY_REMOTE_URL", "https://m.example/api/v1/write")]),
+        ("config.example.yaml", &[]),
+    ];
+    for (file, env) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+            .arg(format!("--config.file={}", root.join(file).display()))
+            .arg("--config.check")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
