@@ -237,7 +237,10 @@ fn http_sd_finds_targets() {
 fn packaged_configs_pass_config_check() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cases: [(&str, &[(&str, &str)]); 4] = [
-        ("packaging/kubernetes/overlays/daemonset/agent.yaml", &[("NODE_NAME", "node-1"), ("NODE_IP", "10.0.0.1")]),
+        (
+            "packaging/kubernetes/overlays/daemonset/agent.yaml",
+            &[("NODE_NAME", "node-1"), ("NODE_IP", "10.0.0.1")],
+        ),
         ("packaging/kubernetes/overlays/sharded/agent.yaml", &[("SHARD", "0"), ("SHARDS", "3")]),
         ("packaging/systemd/agent.yaml", &[("FERRY_REMOTE_URL", "https://m.example/api/v1/write")]),
         ("config.example.yaml", &[]),
