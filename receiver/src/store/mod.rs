@@ -754,3 +754,106 @@ impl Problems {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> WriteLimits {
+        WriteLimits { min_timestamp: i64::MIN, max_timestamp: i64::MAX, max_series: 0 }
+    }
+
+    fn one(name: &str, samples: Vec<(i64, f64)>) -> WriteBatch {
+        WriteBatch {
+            series: vec![SeriesWrite {
+                labels: LabelSet::from_pairs([("__name__", name), ("job", "j")]).unwrap(),
+                samples,
+                ..Default::default()
+            }],
+            metadata: vec![],
+        }
+    }
+
+    #[test]
+    fn retention_deletes_old_chunks_and_keeps_new_data() {
+        let dir = std::env::temp_dir().join(format!("ferry-store-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::open(&dir, 8 << 20).unwrap();
+        // 240 samples: two full chunks, cut at write time.
+        let samples: Vec<(i64, f64)> = (0..240).map(|i| (i * 1000, i as f64)).collect();
+        s.write("t", one("m", samples), limits()).unwrap();
+        s.checkpoint().unwrap();
+        let id = s
+            .select(
+                "t",
+                &[crate::selector::Matcher::new("__name__", crate::selector::MatchKind::Equal, "m").unwrap()],
+            )
+            .unwrap()[0]
+            .0;
+        assert_eq!(s.samples(id, i64::MIN, i64::MAX).unwrap().len(), 240);
+        // Everything before 130 s: the first chunk (0..119 s) goes, the second stays whole.
+        let removed = s.delete_before(130_000).unwrap();
+        assert_eq!(removed, 1);
+        let left = s.samples(id, i64::MIN, i64::MAX).unwrap();
+        assert_eq!((left.len(), left[0].0), (120, 120_000));
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Not a test: prints bytes per stored sample after compaction on bench-like data.
+    /// `cargo test -p ferry-receiver --release -- --ignored bytes_per_sample --nocapture`
+    #[test]
+    #[ignore]
+    fn bytes_per_sample() {
+        let dir = std::env::temp_dir().join(format!("ferry-store-bps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::open(&dir, 64 << 20).unwrap();
+        let (series, rounds) = (10_000i64, 240i64);
+        for r in 0..rounds {
+            let batch = WriteBatch {
+                series: (0..series)
+                    .map(|i| SeriesWrite {
+                        labels: LabelSet::from_pairs([
+                            ("__name__", format!("metric_{}", i % 50)),
+                            ("pod", format!("checkout-7d9fk2lq4x-{:05x}", i / 50)),
+                            ("job", "kubernetes-pods".into()),
+                        ])
+                        .unwrap(),
+                        // Counters with per-series rates, every third series a wandering gauge.
+                        samples: vec![(
+                            1_700_000_000_000 + r * 15_000 + (i % 7),
+                            if i % 3 == 0 {
+                                ((i * 7 + r * 13) % 1000) as f64 / 10.0
+                            } else {
+                                (r * (i % 11 + 1)) as f64
+                            },
+                        )],
+                        ..Default::default()
+                    })
+                    .collect(),
+                metadata: vec![],
+            };
+            s.write("t", batch, limits()).unwrap();
+        }
+        s.checkpoint().unwrap();
+        let mut chunk_bytes = 0u64;
+        for item in s.db.scan_prefix([CHUNK]) {
+            chunk_bytes += item.unwrap().1.len() as u64;
+        }
+        let n = (series * rounds) as f64;
+        drop(s);
+        let on_disk: u64 = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        println!(
+            "{} samples: chunk payload {:.2} B/sample; whole store on disk {:.2} B/sample (labels, index, sled overhead)",
+            n,
+            chunk_bytes as f64 / n,
+            on_disk as f64 / n
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
