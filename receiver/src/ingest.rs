@@ -122,13 +122,13 @@ pub fn from_rw1(req: rw1::WriteRequest, rules: Rules<'_>) -> Converted {
                 continue;
             }
         };
-        let mut sw = SeriesWrite { labels, ..Default::default() };
+        let mut sw = SeriesWrite::new(&labels);
         sw.samples = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
         for h in ts.histograms {
             let h = histogram::from_rw1(h);
             match histogram::validate(&h) {
                 Ok(()) => sw.histograms.push((h.timestamp, encode_histogram(&h))),
-                Err(e) => out.rejected.push(format!("{e} for series {}", sw.labels)),
+                Err(e) => out.rejected.push(format!("{e} for series {labels}")),
             }
         }
         for e in ts.exemplars {
@@ -136,9 +136,7 @@ pub fn from_rw1(req: rw1::WriteRequest, rules: Rules<'_>) -> Converted {
                 Ok(labels) => {
                     sw.exemplars.push(ExemplarWrite { labels, value: e.value, timestamp: e.timestamp })
                 }
-                Err(err) => {
-                    out.rejected.push(format!("invalid exemplar labels for series {}: {err}", sw.labels))
-                }
+                Err(err) => out.rejected.push(format!("invalid exemplar labels for series {labels}: {err}")),
             }
         }
         out.push(sw);
@@ -190,31 +188,29 @@ pub fn from_rw2(req: rw2::Request, rules: Rules<'_>) -> Converted {
             ));
             continue;
         }
-        let mut sw = SeriesWrite { labels, ..Default::default() };
+        let mut sw = SeriesWrite::new(&labels);
         sw.samples = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
         for h in &ts.histograms {
             match histogram::validate(h) {
                 Ok(()) => sw.histograms.push((h.timestamp, encode_histogram(h))),
-                Err(e) => out.rejected.push(format!("{e} for series {}", sw.labels)),
+                Err(e) => out.rejected.push(format!("{e} for series {labels}")),
             }
         }
         for e in &ts.exemplars {
-            let labels = resolve_labels(&e.labels_refs, symbols)
+            let ex_labels = resolve_labels(&e.labels_refs, symbols)
                 .map_err(|err| err.to_string())
                 .and_then(|p| LabelSet::from_pairs(p).map_err(|err| err.to_string()));
-            match labels {
-                Ok(labels) => {
-                    sw.exemplars.push(ExemplarWrite { labels, value: e.value, timestamp: e.timestamp })
+            match ex_labels {
+                Ok(l) => {
+                    sw.exemplars.push(ExemplarWrite { labels: l, value: e.value, timestamp: e.timestamp })
                 }
-                Err(err) => {
-                    out.rejected.push(format!("invalid exemplar labels for series {}: {err}", sw.labels))
-                }
+                Err(err) => out.rejected.push(format!("invalid exemplar labels for series {labels}: {err}")),
             }
         }
         // Prometheus sends UNSPECIFIED with no help or unit when it has no metadata; storing
         // that would blank out real metadata sent earlier.
         let metadata = metadata.filter(|m| *m != Metadata::default());
-        if let (Some(md), Some(name)) = (metadata, sw.labels.metric_name()) {
+        if let (Some(md), Some(name)) = (metadata, labels.metric_name()) {
             // Metadata is per metric family: one entry per name is enough.
             if !out.batch.metadata.iter().any(|(n, m)| n == name && *m == md) {
                 out.batch.metadata.push((name.to_owned(), md));

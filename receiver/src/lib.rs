@@ -2,6 +2,7 @@
 //!
 //! - [`write`]: the ingest endpoint (header checks, decode, status codes);
 //! - [`ingest`]: per-series validation of decoded requests;
+//! - [`fast`]: zero-copy decoding of the common write;
 //! - [`histogram`]: native-histogram validation;
 //! - [`store`]: the sled store (index, postings, samples, chunks);
 //! - [`read`], [`selector`]: the Prometheus-shaped read API and series selectors;
@@ -13,6 +14,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod fast;
 pub mod histogram;
 pub mod ingest;
 pub mod metrics;

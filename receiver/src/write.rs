@@ -15,12 +15,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferry_protocol::codec::{DecodeError, decode_body};
+use ferry_protocol::codec::DecodeError;
 use ferry_protocol::headers::{
     EXEMPLARS_WRITTEN, HISTOGRAMS_WRITTEN, SAMPLES_WRITTEN, check_content_encoding, parse_content_type,
 };
 use ferry_protocol::snappy::SnappyError;
 use ferry_protocol::{WriteProto, rw1, rw2};
+use prost::Message;
 
 use crate::app::App;
 use crate::ingest::{self, Converted, Rules};
@@ -105,10 +106,27 @@ async fn write(app: &App, headers: &HeaderMap, body: Body) -> (&'static str, Res
     let tenant_cfg = app.config.tenants.get(&tenant);
     let limits = app.config.limits_for(&tenant);
     let rules = Rules { limits: &limits, tenant: tenant_cfg };
-    let decoded: Result<Converted, DecodeError> = match proto {
-        WriteProto::V1 => decode_body::<rw1::WriteRequest>(&bytes, max).map(|r| ingest::from_rw1(r, rules)),
-        WriteProto::V2 => decode_body::<rw2::Request>(&bytes, max).map(|r| ingest::from_rw2(r, rules)),
-    };
+    // The common write takes the zero-copy path; anything else (or anything wrong) goes
+    // through prost and `ingest`, which produce the exact errors.
+    let decoded: Result<Converted, DecodeError> =
+        ferry_protocol::snappy::decode_block(&bytes, max).map_err(DecodeError::Snappy).and_then(|raw| {
+            let fast = match proto {
+                WriteProto::V1 => crate::fast::rw1(&raw, rules),
+                WriteProto::V2 => crate::fast::rw2(&raw, rules),
+            };
+            match fast {
+                Some(c) => Ok(c),
+                None => match proto {
+                    WriteProto::V1 => {
+                        rw1::WriteRequest::decode(raw.as_slice()).map(|r| ingest::from_rw1(r, rules))
+                    }
+                    WriteProto::V2 => {
+                        rw2::Request::decode(raw.as_slice()).map(|r| ingest::from_rw2(r, rules))
+                    }
+                }
+                .map_err(DecodeError::Protobuf),
+            }
+        });
     let converted = match decoded {
         Ok(c) => c,
         Err(DecodeError::Snappy(e @ SnappyError::TooLarge { .. })) => {

@@ -39,14 +39,29 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// One series of an incoming request, already decoded and label-validated.
+/// One series of an incoming request, already decoded and label-validated. Its labels are
+/// kept encoded (`name FF value FF …`, sorted): that is the index key, so a known series is
+/// found without building a `LabelSet`.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesWrite {
-    pub labels: LabelSet,
+    pub key: Vec<u8>,
     pub samples: Vec<(i64, f64)>,
     /// Encoded `rw2::Histogram`s (validated by the caller), with their timestamps.
     pub histograms: Vec<(i64, Vec<u8>)>,
     pub exemplars: Vec<ExemplarWrite>,
+}
+
+impl SeriesWrite {
+    pub fn new(labels: &LabelSet) -> SeriesWrite {
+        let mut key = Vec::with_capacity(128);
+        encode_labels(labels, &mut key);
+        SeriesWrite { key, ..Default::default() }
+    }
+
+    /// The labels, decoded from the key (new series and error messages only).
+    pub fn labels(&self) -> LabelSet {
+        decode_labels(&self.key).unwrap_or_default()
+    }
 }
 
 /// A whole request: its series and the metadata it carried, per metric name.
@@ -312,7 +327,10 @@ impl Store {
         let mut key = Vec::with_capacity(256);
         let mut new_labels: Vec<LabelSet> = Vec::new();
         for sw in input.series {
-            series_key(tenant, &sw.labels, &mut key);
+            key.clear();
+            key.extend_from_slice(tenant.as_bytes());
+            key.push(SEP);
+            key.extend_from_slice(&sw.key);
             let existing = head
                 .index
                 .get(key.as_slice())
@@ -324,7 +342,8 @@ impl Store {
                     if limits.max_series > 0 && tenant_series + new_keys.len() >= limits.max_series {
                         report.rejected.push(format!(
                             "per-tenant series limit of {} exceeded, series {} not created",
-                            limits.max_series, sw.labels
+                            limits.max_series,
+                            sw.labels()
                         ));
                         continue;
                     }
@@ -332,7 +351,7 @@ impl Store {
                     // One record per new series; the index and postings derive from it.
                     batch.insert(&id_key(ID_TO_LABELS, id)[..], key.as_slice());
                     new_keys.push((key.as_slice().into(), id));
-                    new_labels.push(sw.labels.clone());
+                    new_labels.push(sw.labels());
                     staged.insert(
                         id,
                         Staged {
@@ -400,7 +419,9 @@ impl Store {
                 batch.insert(&point_key(EXEMPLAR, id, ex.timestamp)[..], v);
                 report.written.exemplars += 1;
             }
-            problems.report(&sw.labels, &mut report.rejected);
+            if !problems.0.is_empty() {
+                problems.report(&sw.labels(), &mut report.rejected);
+            }
         }
 
         // Chunks that fill up with this request are cut in the same batch.
@@ -766,9 +787,8 @@ mod tests {
     fn one(name: &str, samples: Vec<(i64, f64)>) -> WriteBatch {
         WriteBatch {
             series: vec![SeriesWrite {
-                labels: LabelSet::from_pairs([("__name__", name), ("job", "j")]).unwrap(),
                 samples,
-                ..Default::default()
+                ..SeriesWrite::new(&LabelSet::from_pairs([("__name__", name), ("job", "j")]).unwrap())
             }],
             metadata: vec![],
         }
@@ -813,12 +833,15 @@ mod tests {
             let batch = WriteBatch {
                 series: (0..series)
                     .map(|i| SeriesWrite {
-                        labels: LabelSet::from_pairs([
-                            ("__name__", format!("metric_{}", i % 50)),
-                            ("pod", format!("checkout-7d9fk2lq4x-{:05x}", i / 50)),
-                            ("job", "kubernetes-pods".into()),
-                        ])
-                        .unwrap(),
+                        key: SeriesWrite::new(
+                            &LabelSet::from_pairs([
+                                ("__name__", format!("metric_{}", i % 50)),
+                                ("pod", format!("checkout-7d9fk2lq4x-{:05x}", i / 50)),
+                                ("job", "kubernetes-pods".into()),
+                            ])
+                            .unwrap(),
+                        )
+                        .key,
                         // Counters with per-series rates, every third series a wandering gauge.
                         samples: vec![(
                             1_700_000_000_000 + r * 15_000 + (i % 7),
