@@ -138,3 +138,48 @@ pub struct Histogram {
 pub mod histogram {
     pub use crate::rw1::histogram::{Count, ZeroCount};
 }
+
+/// RW1 and RW2 histograms share fields 1..=16; RW2 adds `start_timestamp` (0 = unset).
+impl From<crate::rw1::Histogram> for Histogram {
+    fn from(h: crate::rw1::Histogram) -> Self {
+        Histogram {
+            count: h.count,
+            sum: h.sum,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: h.zero_count,
+            negative_spans: h.negative_spans,
+            negative_deltas: h.negative_deltas,
+            negative_counts: h.negative_counts,
+            positive_spans: h.positive_spans,
+            positive_deltas: h.positive_deltas,
+            positive_counts: h.positive_counts,
+            reset_hint: h.reset_hint,
+            timestamp: h.timestamp,
+            custom_values: h.custom_values,
+            start_timestamp: 0,
+        }
+    }
+}
+
+/// The reverse; `start_timestamp` has no RW1 field and is dropped.
+impl From<Histogram> for crate::rw1::Histogram {
+    fn from(h: Histogram) -> Self {
+        crate::rw1::Histogram {
+            count: h.count,
+            sum: h.sum,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: h.zero_count,
+            negative_spans: h.negative_spans,
+            negative_deltas: h.negative_deltas,
+            negative_counts: h.negative_counts,
+            positive_spans: h.positive_spans,
+            positive_deltas: h.positive_deltas,
+            positive_counts: h.positive_counts,
+            reset_hint: h.reset_hint,
+            timestamp: h.timestamp,
+            custom_values: h.custom_values,
+        }
+    }
+}

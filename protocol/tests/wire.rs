@@ -446,23 +446,7 @@ fn write_request() -> impl Strategy<Value = rw1::WriteRequest> {
 }
 
 fn hist2() -> impl Strategy<Value = rw2::Histogram> {
-    (hist1(), any::<i64>()).prop_map(|(h, st)| rw2::Histogram {
-        count: h.count,
-        sum: h.sum,
-        schema: h.schema,
-        zero_threshold: h.zero_threshold,
-        zero_count: h.zero_count,
-        negative_spans: h.negative_spans,
-        negative_deltas: h.negative_deltas,
-        negative_counts: h.negative_counts,
-        positive_spans: h.positive_spans,
-        positive_deltas: h.positive_deltas,
-        positive_counts: h.positive_counts,
-        reset_hint: h.reset_hint,
-        timestamp: h.timestamp,
-        custom_values: h.custom_values,
-        start_timestamp: st,
-    })
+    (hist1(), any::<i64>()).prop_map(|(h, st)| rw2::Histogram { start_timestamp: st, ..h.into() })
 }
 
 fn request2() -> impl Strategy<Value = rw2::Request> {

@@ -1,31 +1,9 @@
 //! Native-histogram validation (Prometheus `model/histogram` `Validate` rules) and the RW1 →
 //! RW2 conversion, so the store keeps one histogram encoding.
 
-use ferry_protocol::rw1;
 use ferry_protocol::rw2::{self, histogram::Count, histogram::ZeroCount};
 
 const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
-
-/// RW1 and RW2 histograms share fields 1..=16; RW2 adds `start_timestamp`.
-pub fn from_rw1(h: rw1::Histogram) -> rw2::Histogram {
-    rw2::Histogram {
-        count: h.count,
-        sum: h.sum,
-        schema: h.schema,
-        zero_threshold: h.zero_threshold,
-        zero_count: h.zero_count,
-        negative_spans: h.negative_spans,
-        negative_deltas: h.negative_deltas,
-        negative_counts: h.negative_counts,
-        positive_spans: h.positive_spans,
-        positive_deltas: h.positive_deltas,
-        positive_counts: h.positive_counts,
-        reset_hint: h.reset_hint,
-        timestamp: h.timestamp,
-        custom_values: h.custom_values,
-        start_timestamp: 0,
-    }
-}
 
 /// The total count of one side's buckets, checking spans against buckets.
 fn side_total(

@@ -125,7 +125,7 @@ pub fn from_rw1(req: rw1::WriteRequest, rules: Rules<'_>) -> Converted {
         let mut sw = SeriesWrite::new(&labels);
         sw.samples = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
         for h in ts.histograms {
-            let h = histogram::from_rw1(h);
+            let h = rw2::Histogram::from(h);
             match histogram::validate(&h) {
                 Ok(()) => sw.histograms.push((h.timestamp, encode_histogram(&h))),
                 Err(e) => out.rejected.push(format!("{e} for series {labels}")),

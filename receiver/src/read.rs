@@ -422,25 +422,6 @@ fn histogram_json(ts: i64, h: &rw2::Histogram) -> Value {
     })
 }
 
-fn to_rw1_histogram(h: rw2::Histogram) -> rw1::Histogram {
-    rw1::Histogram {
-        count: h.count,
-        sum: h.sum,
-        schema: h.schema,
-        zero_threshold: h.zero_threshold,
-        zero_count: h.zero_count,
-        negative_spans: h.negative_spans,
-        negative_deltas: h.negative_deltas,
-        negative_counts: h.negative_counts,
-        positive_spans: h.positive_spans,
-        positive_deltas: h.positive_deltas,
-        positive_counts: h.positive_counts,
-        reset_hint: h.reset_hint,
-        timestamp: h.timestamp,
-        custom_values: h.custom_values,
-    }
-}
-
 /// `POST /api/v1/read`: remote read, SAMPLES response, snappy-compressed protobuf.
 pub async fn remote_read(
     State(app): State<Arc<App>>,
@@ -481,7 +462,7 @@ pub async fn remote_read(
                 .store
                 .histograms(id, q.start_timestamp_ms, q.end_timestamp_ms)?
                 .into_iter()
-                .filter_map(|(_, b)| rw2::Histogram::decode(b.as_slice()).ok().map(to_rw1_histogram))
+                .filter_map(|(_, b)| rw2::Histogram::decode(b.as_slice()).ok().map(rw1::Histogram::from))
                 .collect();
             if samples.is_empty() && histograms.is_empty() {
                 continue;

@@ -3,55 +3,29 @@
 //! `refresh_interval`. A file that fails to parse keeps its previous groups, and the error is
 //! logged with the file's name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
+use super::{RawGroup, to_groups};
 use crate::config::{FileSdConfig, glob_files};
 use crate::scrape::manager::Update;
 use crate::scrape::target::TargetGroup;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileGroup {
-    #[serde(default)]
-    targets: Vec<String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
 
 /// Parses one file's groups; `__meta_filepath` is added to each group's labels.
 pub fn read_groups(path: &Path) -> Result<Vec<TargetGroup>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let groups: Vec<FileGroup> = if ext == "json" {
+    let groups: Vec<RawGroup> = if ext == "json" {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     } else if text.trim().is_empty() {
         Vec::new()
     } else {
         serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     };
-    let filepath = path.display().to_string();
-    Ok(groups
-        .into_iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let mut labels = g.labels;
-            labels.insert("__meta_filepath".into(), filepath.clone());
-            TargetGroup {
-                source: format!("{filepath}:{i}"),
-                targets: g
-                    .targets
-                    .into_iter()
-                    .map(|t| BTreeMap::from([("__address__".to_owned(), t)]))
-                    .collect(),
-                labels,
-            }
-        })
-        .collect())
+    Ok(to_groups(groups, "__meta_filepath", &path.display().to_string()))
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

@@ -2,47 +2,22 @@
 //! `[{"targets": [...], "labels": {...}}]`. A failed or malformed answer keeps the previous
 //! targets (logged); `__meta_url` carries the URL, as in Prometheus.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
+use super::{RawGroup, to_groups};
 use crate::config::HttpSdConfig;
 use crate::scrape::fetch::{Fetcher, error_chain};
 use crate::scrape::manager::Update;
 use crate::scrape::target::TargetGroup;
 
-#[derive(Debug, Deserialize)]
-struct Group {
-    #[serde(default)]
-    targets: Vec<String>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
-
 /// Parses an HTTP SD answer.
 pub fn parse(body: &[u8], url: &str) -> Result<Vec<TargetGroup>, String> {
-    let groups: Vec<Group> =
+    let groups: Vec<RawGroup> =
         serde_json::from_slice(body).map_err(|e| format!("{url}: invalid HTTP SD response: {e}"))?;
-    Ok(groups
-        .into_iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let mut labels = g.labels;
-            labels.insert("__meta_url".into(), url.to_owned());
-            TargetGroup {
-                source: format!("{url}:{i}"),
-                targets: g
-                    .targets
-                    .into_iter()
-                    .map(|t| BTreeMap::from([("__address__".to_owned(), t)]))
-                    .collect(),
-                labels,
-            }
-        })
-        .collect())
+    Ok(to_groups(groups, "__meta_url", url))
 }
 
 pub async fn run(

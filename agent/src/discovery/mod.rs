@@ -14,6 +14,37 @@ use crate::config::{Job, StaticConfig};
 use crate::scrape::manager::Update;
 use crate::scrape::target::TargetGroup;
 
+/// One `{targets, labels}` entry of a file or HTTP SD answer (Prometheus' format).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Turns SD entries into target groups: sources `"{origin}:{index}"`, and the meta label
+/// (`__meta_filepath`, `__meta_url`) naming where they came from.
+pub fn to_groups(raw: Vec<RawGroup>, meta: &str, origin: &str) -> Vec<TargetGroup> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let mut labels = g.labels;
+            labels.insert(meta.to_owned(), origin.to_owned());
+            TargetGroup {
+                source: format!("{origin}:{i}"),
+                targets: g
+                    .targets
+                    .into_iter()
+                    .map(|t| BTreeMap::from([("__address__".to_owned(), t)]))
+                    .collect(),
+                labels,
+            }
+        })
+        .collect()
+}
+
 /// Groups of a job's `static_configs`; source = the list index.
 pub fn static_groups(configs: &[StaticConfig]) -> Vec<TargetGroup> {
     configs
