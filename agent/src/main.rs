@@ -211,7 +211,9 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
             .into_future(),
     );
 
-    let consumer = tokio::spawn(consume(batch_rx, shared.clone(), args.dump_batches, wal_tx));
+    let (consumer_stop, consumer_stop_rx) = oneshot::channel::<()>();
+    let consumer =
+        tokio::spawn(consume(batch_rx, shared.clone(), args.dump_batches, wal_tx, consumer_stop_rx));
     let mgr = manager.clone();
     tokio::spawn(async move {
         while let Some(u) = update_rx.recv().await {
@@ -278,8 +280,11 @@ async fn run(args: Args, cfg: Config) -> Result<(), String> {
     drop(manager);
     let _ = server_stop_tx.send(());
     let _ = server.await;
-    // The loops are gone and the manager dropped, so the batch channel closes.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), consumer).await;
+    // The loops are gone: the consumer drains what they produced and ends, which closes the
+    // WAL writer's channel. (The manager itself outlives this point in other tasks, so its
+    // end of the batch channel never closes by itself.)
+    let _ = consumer_stop.send(());
+    let _ = consumer.await;
     // The consumer dropped the WAL channel: the writer drains, syncs and exits.
     if let Some(t) = wal_thread {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -362,10 +367,29 @@ async fn consume(
     shared: Arc<Shared>,
     dump_batches: bool,
     wal: Option<std::sync::mpsc::SyncSender<ScrapeBatch>>,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let mut dumper = dump::Dumper::default();
     let stdout = std::io::stdout();
-    while let Some(b) = rx.recv().await {
+    let mut draining = false;
+    loop {
+        let b = if draining {
+            match rx.try_recv() {
+                Ok(b) => b,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    None => break,
+                },
+                _ = &mut stop => {
+                    draining = true;
+                    continue;
+                }
+            }
+        };
         let m = &shared.metrics;
         m.batches.fetch_add(1, Relaxed);
         m.scrapes.fetch_add(1, Relaxed);

@@ -469,15 +469,16 @@ fn quickstart_pipeline_delivers() {
         }
     }
     let _guard = Kill(child);
+    // Each job scrapes at its own phase within the 15 s interval, so wait for both.
     wait_until(Duration::from_secs(60), || {
         let (status, body) = http("127.0.0.1:9201", "GET", "/api/v1/query?query=up");
-        status == 200 && body.contains("\"job\":\"ferry-agent\"") && body.contains("\"site\":\"ci\"")
+        let (_, receiver) =
+            http("127.0.0.1:9201", "GET", "/api/v1/series?match[]=%7Bjob%3D%22ferry-receiver%22%7D");
+        status == 200
+            && body.contains("\"job\":\"ferry-agent\"")
+            && body.contains("\"site\":\"ci\"")
+            && receiver.contains("ferry_receiver_samples_written_total")
     });
-    let (_, body) = http("127.0.0.1:9201", "GET", "/api/v1/series?match[]=%7Bjob%3D%22ferry-receiver%22%7D");
-    assert!(
-        body.contains("ferry_receiver_samples_written_total"),
-        "the receiver's own metrics are stored too: {body}"
-    );
     drop(_guard);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -505,4 +506,41 @@ fn a_dead_endpoint_never_blocks_a_live_one() {
         let got = accepted_up(&dead.requests());
         sent_live.iter().all(|t| got.contains(t))
     });
+}
+
+/// SIGTERM with the endpoint down: the agent gives up at the flush deadline instead of
+/// hanging, exits 0, and what it could not send is delivered after the restart.
+#[test]
+fn shutdown_respects_the_flush_deadline_and_keeps_the_rest() {
+    let t = Target::start(Reply::text("g 1\n"));
+    let rx = Receiver::start();
+    rx.refuse(true);
+    let dir = std::env::temp_dir().join(format!("ferry-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("agent.yaml"), config(&t.addr, &rx, "wal: {sync_interval: 100ms}\n")).unwrap();
+    let start = |dir: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+            .arg(format!("--config.file={}", dir.join("agent.yaml").display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+            .arg("--storage.remote.flush-deadline=1s")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start(&dir);
+    std::thread::sleep(Duration::from_secs(4)); // a few scrapes pile up in the WAL
+    let asked = Instant::now();
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "took {:?} to stop", asked.elapsed());
+    assert!(accepted_up(&rx.requests()).is_empty());
+    rx.refuse(false);
+    let mut child = start(&dir);
+    wait_until(Duration::from_secs(20), || accepted_up(&rx.requests()).len() >= 3);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -180,6 +180,36 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Hands `job` to a lane, waiting while the lane is busy, but no longer than the flush
+/// deadline once a stop was asked for (a lane stuck retrying a dead endpoint would otherwise
+/// hold shutdown forever). `false`: not delivered; its records stay unacknowledged in the WAL.
+async fn deliver(
+    lane: &mpsc::Sender<Job>,
+    job: Job,
+    stop: &mut watch::Receiver<bool>,
+    stopping: &mut Option<Instant>,
+    deadline: Duration,
+) -> bool {
+    loop {
+        let left = stopping.map(|s| deadline.saturating_sub(s.elapsed()));
+        tokio::select! {
+            permit = lane.reserve() => {
+                return match permit {
+                    Ok(p) => {
+                        p.send(job);
+                        true
+                    }
+                    Err(_) => false,
+                };
+            }
+            _ = stop.changed(), if stopping.is_none() => {
+                *stopping = Some(Instant::now());
+            }
+            _ = tokio::time::sleep(left.unwrap_or(Duration::MAX)), if left.is_some() => return false,
+        }
+    }
+}
+
 /// A record turned into request data.
 struct Record {
     at: Pos,
@@ -253,7 +283,7 @@ pub async fn run(
     let mut kept_up = false;
     let mut stopping: Option<Instant> = None;
 
-    loop {
+    'dispatch: loop {
         while let Ok((records, ts)) = done_rx.try_recv() {
             for r in records {
                 if let Some(n) = inflight.get_mut(&r) {
@@ -321,9 +351,10 @@ pub async fn run(
         let Some(entry) = entry else {
             kept_up = true;
             // Caught up: send what is packed, then wait for more data or completions.
-            for (lane_no, job) in pending.drain() {
-                if lanes[lane_no].send(job).await.is_err() {
-                    break;
+            let jobs: Vec<(usize, Job)> = pending.drain().collect();
+            for (lane_no, job) in jobs {
+                if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
+                    break 'dispatch;
                 }
             }
             tokio::select! {
@@ -424,8 +455,8 @@ pub async fn run(
             && p.payload.samples() + n > max
         {
             let job = pending.remove(&lane_no).expect("checked");
-            if lanes[lane_no].send(job).await.is_err() {
-                break;
+            if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
+                break 'dispatch;
             }
         }
         if n > max {
@@ -453,12 +484,9 @@ pub async fn run(
             }
             inflight.insert(rec.at, parts.len());
             for payload in parts {
-                if lanes[lane_no]
-                    .send(Job { payload, records: vec![rec.at], newest_ts: rec.ts })
-                    .await
-                    .is_err()
-                {
-                    break;
+                let job = Job { payload, records: vec![rec.at], newest_ts: rec.ts };
+                if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
+                    break 'dispatch;
                 }
             }
         } else {
