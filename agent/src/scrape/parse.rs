@@ -377,7 +377,9 @@ impl<'a> Parser<'a> {
                 }
                 let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
                 if digits == 0 {
-                    return self.err(format!("expected timestamp or new record, got {:?}", &line[i..i + 1]));
+                    // The next *character*: byte i may start a multi-byte one (found by fuzzing).
+                    let next = line[i..].chars().next().unwrap_or(' ');
+                    return self.err(format!("expected timestamp or new record, got {next:?}"));
                 }
                 let ts: i64 = line[i..i + digits]
                     .parse()
@@ -863,6 +865,13 @@ mod tests {
         assert!(om("m{a=\"1\" b=\"2\"} 1\n# EOF\n").is_err(), "OpenMetrics needs commas");
         // Duplicate names parse; the scrape loop rejects them.
         assert_eq!(text("m{le=\"1\",le=\"2\"} 1").unwrap()[0].1.len(), 2);
+    }
+
+    #[test]
+    fn non_ascii_where_a_timestamp_belongs_is_an_error_not_a_panic() {
+        // The fuzzer's input: mathematical digits after the value.
+        let body = "B 00  \u{1D7D4}\u{1D7D4}bbb\n\n\n000 ";
+        assert!(text(body).unwrap_err().contains("expected timestamp or new record"));
     }
 
     #[test]
