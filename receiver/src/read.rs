@@ -359,7 +359,8 @@ pub async fn query_range(
 }
 
 /// One JSON object per series and line: `{"metric":{…},"values":[…],"timestamps":[…]}` with
-/// millisecond timestamps, plus `"histograms"` (RW2 protobuf fields as JSON) when present.
+/// millisecond timestamps, plus `"histograms"` (RW2 protobuf fields as JSON) and
+/// `"exemplars"` when present.
 pub async fn export(
     State(app): State<Arc<App>>,
     method: Method,
@@ -392,6 +393,15 @@ pub async fn export(
                 })
                 .collect();
             line["histograms"] = Value::Array(hs);
+        }
+        let exemplars = app.store.exemplars(id, start, end)?;
+        if !exemplars.is_empty() {
+            line["exemplars"] = Value::Array(
+                exemplars
+                    .iter()
+                    .map(|e| json!({"labels": labels_json(&e.labels), "value": format_value(e.value.to_bits()), "timestamp": e.timestamp}))
+                    .collect(),
+            );
         }
         out.push_str(&line.to_string());
         out.push('\n');

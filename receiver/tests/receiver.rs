@@ -856,3 +856,44 @@ fn tls_and_h2c() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&plain_try.stdout).contains("Healthy"));
 }
+
+#[test]
+fn rw1_histograms_and_exemplars_are_stored_and_readable() {
+    let r = Receiver::start("rw1hist", None, &[]);
+    let t = now();
+    let req = rw1::WriteRequest {
+        timeseries: vec![
+            rw1::TimeSeries {
+                labels: vec![rw1::Label::new("__name__", "rw1_hist")],
+                histograms: vec![rw1::Histogram {
+                    count: Some(ferry_protocol::rw1::histogram::Count::CountInt(3)),
+                    sum: 2.5,
+                    positive_spans: vec![rw1::BucketSpan { offset: 0, length: 2 }],
+                    positive_deltas: vec![1, 1],
+                    timestamp: t,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            rw1::TimeSeries {
+                labels: vec![rw1::Label::new("__name__", "with_exemplar")],
+                samples: vec![rw1::Sample { value: 4.0, timestamp: t }],
+                exemplars: vec![rw1::Exemplar {
+                    labels: vec![rw1::Label::new("trace_id", "abc")],
+                    value: 4.0,
+                    timestamp: t,
+                }],
+                histograms: vec![],
+            },
+        ],
+        metadata: vec![],
+    };
+    let resp = r.write("application/x-protobuf", &Encoder::default().encode(&req), &[]);
+    assert_eq!(resp.status, 204, "{}", resp.text());
+    let h = r.export("rw1_hist", &[]);
+    assert_eq!(h[0]["histograms"][0]["count"], 3.0);
+    assert_eq!(h[0]["histograms"][0]["positive_deltas"], serde_json::json!([1, 1]));
+    let e = r.export("with_exemplar", &[]);
+    assert_eq!(e[0]["exemplars"][0]["labels"]["trace_id"], "abc");
+    assert_eq!(e[0]["exemplars"][0]["value"], "4");
+}
