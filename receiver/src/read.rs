@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferry_protocol::codec::{Encoder, decode_body};
@@ -52,6 +52,7 @@ fn success(data: Value) -> Response {
 }
 
 /// Query-string and form parameters together (GET and POST, as Prometheus accepts both).
+#[derive(Debug)]
 struct Params(Vec<(String, String)>);
 
 impl Params {
@@ -160,26 +161,33 @@ fn select_all(app: &App, tenant: &str, sels: &[Selector]) -> Result<Vec<(u64, La
     Ok(out)
 }
 
-/// Shared prologue of every read handler: tenant, then parameters.
-async fn prologue(
-    app: &App,
-    headers: &HeaderMap,
-    query: Option<String>,
-    method: &Method,
-    body: &[u8],
-) -> Result<(String, Params), ApiError> {
-    let tenant = app.auth.tenant(headers).map_err(|d| ApiError(d.status, "unauthorized", d.msg))?;
-    Ok((tenant, Params::new(query, method, headers, body)))
+/// What every read handler starts from: the tenant (from credentials or `X-Scope-OrgID`)
+/// and the parameters, from the query string and, for POST, a form body.
+#[derive(Debug)]
+pub struct ApiRequest {
+    tenant: String,
+    params: Params,
+}
+
+impl axum::extract::FromRequest<Arc<App>> for ApiRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let tenant =
+            app.auth.tenant(&parts.headers).map_err(|d| ApiError(d.status, "unauthorized", d.msg))?;
+        let body = axum::body::to_bytes(body, app.config.max_request_bytes)
+            .await
+            .map_err(|e| bad(format!("reading the body: {e}")))?;
+        let params = Params::new(parts.uri.query().map(str::to_owned), &parts.method, &parts.headers, &body);
+        Ok(ApiRequest { tenant, params })
+    }
 }
 
 pub async fn series(
     State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    ApiRequest { tenant, params: p }: ApiRequest,
 ) -> Result<Response, ApiError> {
-    let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let sels = parse_selectors(&p.all("match[]"))?;
     let found = select_all(&app, &tenant, &sels)?;
     Ok(success(Value::Array(found.iter().map(|(_, ls)| labels_json(ls)).collect())))
@@ -187,12 +195,8 @@ pub async fn series(
 
 pub async fn labels(
     State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    ApiRequest { tenant, params: p }: ApiRequest,
 ) -> Result<Response, ApiError> {
-    let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let matches = p.all("match[]");
     let names = if matches.is_empty() {
         app.store.label_names(&tenant)?
@@ -211,12 +215,8 @@ pub async fn labels(
 pub async fn label_values(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    ApiRequest { tenant, params: p }: ApiRequest,
 ) -> Result<Response, ApiError> {
-    let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let matches = p.all("match[]");
     let values = if matches.is_empty() {
         app.store.label_values(&tenant, &name)?
@@ -249,12 +249,8 @@ fn type_name(kind: i32) -> &'static str {
 /// `GET /api/v1/metadata[?metric=name]`.
 pub async fn metadata(
     State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    ApiRequest { tenant, params: p }: ApiRequest,
 ) -> Result<Response, ApiError> {
-    let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let all = match p.get("metric") {
         Some(m) => app.store.metadata(&tenant, m)?.map(|md| (m.to_owned(), md)).into_iter().collect(),
         None => app.store.all_metadata(&tenant)?,
@@ -273,12 +269,8 @@ fn one_selector(p: &Params) -> Result<Selector, ApiError> {
 
 pub async fn query(
     State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    ApiRequest { tenant, params: p }: ApiRequest,
 ) -> Result<Response, ApiError> {
-    let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let sel = one_selector(&p)?;
     let t = p.time("time", now_ms())?;
     let mut result = Vec::new();
@@ -311,12 +303,8 @@ pub async fn query(
 
 pub async fn query_range(
     State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    ApiRequest { tenant, params: p }: ApiRequest,
 ) -> Result<Response, ApiError> {
-    let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let sel = one_selector(&p)?;
     if sel.range_ms.is_some() {
         return Err(bad("range vector selectors are not allowed in a range query; use /api/v1/query"));
@@ -363,12 +351,8 @@ pub async fn query_range(
 /// `"exemplars"` when present.
 pub async fn export(
     State(app): State<Arc<App>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
+    ApiRequest { tenant, params: p }: ApiRequest,
 ) -> Result<Response, ApiError> {
-    let (tenant, p) = prologue(&app, &headers, q, &method, &body).await?;
     let sels = parse_selectors(&p.all("match[]"))?;
     let start = p.time("start", i64::MIN)?;
     let end = p.time("end", i64::MAX)?;
