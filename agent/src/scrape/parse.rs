@@ -448,55 +448,37 @@ fn truncate(s: &str) -> &str {
 
 /// Text-format HELP: only `\\` and `\n` are escapes.
 fn unescape_help_text(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.clone().next() {
-                Some('\\') => {
-                    out.push('\\');
-                    chars.next();
-                }
-                Some('n') => {
-                    out.push('\n');
-                    chars.next();
-                }
-                _ => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    unescape(s, false)
 }
 
 /// Label values (and OM HELP): `\"`, `\\` and `\n` are escapes; any other backslash sequence
 /// stays as it is. OpenMetrics has the same replacer.
 fn unescape_label_value(s: &str) -> String {
+    unescape(s, true)
+}
+
+/// Replaces `\\` and `\n` (and `\"` when `quote` is set); other backslashes stay as they are.
+fn unescape(s: &str, quote: bool) -> String {
     if !s.contains('\\') {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.clone().next() {
-                Some(e @ ('\\' | '"')) => {
-                    out.push(e);
-                    chars.next();
-                }
-                Some('n') => {
-                    out.push('\n');
-                    chars.next();
-                }
-                _ => out.push('\\'),
-            }
-        } else {
+        if c != '\\' {
             out.push(c);
+            continue;
         }
+        match chars.clone().next() {
+            Some('n') => out.push('\n'),
+            Some(e @ '\\') => out.push(e),
+            Some(e @ '"') if quote => out.push(e),
+            _ => {
+                out.push('\\');
+                continue;
+            }
+        }
+        chars.next();
     }
     out
 }
