@@ -62,12 +62,13 @@ pub fn ts_from_bytes(b: &[u8]) -> i64 {
     (u64::from_be_bytes(b.try_into().expect("8 timestamp bytes")) ^ (1 << 63)) as i64
 }
 
-/// The head's index key of a series: `tenant FF labels` (also the `S` record's value).
-pub fn series_key(tenant: &str, labels: &LabelSet, out: &mut Vec<u8>) {
+/// The head's index key of a series: `tenant FF labels` (also the `S` record's value), from
+/// labels already encoded by [`encode_labels`].
+pub fn series_key(tenant: &str, encoded_labels: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(tenant.as_bytes());
     out.push(SEP);
-    encode_labels(labels, out);
+    out.extend_from_slice(encoded_labels);
 }
 
 /// `S` key or the prefix of a per-series range (`D`, `C`, `H`, `E`).

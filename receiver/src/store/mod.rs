@@ -327,10 +327,7 @@ impl Store {
         let mut key = Vec::with_capacity(256);
         let mut new_labels: Vec<LabelSet> = Vec::new();
         for sw in input.series {
-            key.clear();
-            key.extend_from_slice(tenant.as_bytes());
-            key.push(SEP);
-            key.extend_from_slice(&sw.key);
+            series_key(tenant, &sw.key, &mut key);
             let existing = head
                 .index
                 .get(key.as_slice())
