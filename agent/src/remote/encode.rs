@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use ferry_protocol::{LabelSet, SymbolTable, rw1, rw2};
+use ferry_protocol::LabelSet;
+#[cfg(test)]
+use ferry_protocol::{SymbolTable, rw1, rw2};
 
 use crate::scrape::parse::MetricType;
 
@@ -78,6 +80,9 @@ impl Payload {
         self.series.is_empty() && self.metadata.is_empty()
     }
 
+    /// The request built with prost: the reference `wire::rw1` is tested against (the
+    /// sender itself encodes with `wire`, which skips the intermediate structs).
+    #[cfg(test)]
     pub fn rw1(&self, send_exemplars: bool) -> rw1::WriteRequest {
         rw1::WriteRequest {
             timeseries: self
@@ -118,6 +123,8 @@ impl Payload {
         }
     }
 
+    /// The prost-built RW2 request: the reference `wire::rw2` is tested against.
+    #[cfg(test)]
     pub fn rw2(&self, table: &mut SymbolTable) -> rw2::Request {
         table.reset();
         let timeseries = self
