@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 
-use super::{RawGroup, to_groups};
+use super::{RawGroup, send_if_changed, to_groups};
 use crate::config::{FileSdConfig, glob_files};
 use crate::scrape::manager::Update;
 use crate::scrape::target::TargetGroup;
@@ -82,15 +82,8 @@ pub async fn run(
         for p in paths {
             all.extend(seen[p].1.iter().cloned());
         }
-        if last_sent.as_ref() != Some(&all) {
-            if tx
-                .send(Update { job: job.clone(), provider: provider.clone(), groups: all.clone() })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            last_sent = Some(all);
+        if !send_if_changed(&tx, &job, &provider, all, &mut last_sent).await {
+            return;
         }
         tokio::select! {
             _ = poll.tick() => {}

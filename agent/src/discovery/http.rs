@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{RawGroup, to_groups};
+use super::{RawGroup, send_if_changed, to_groups};
 use crate::config::HttpSdConfig;
 use crate::scrape::fetch::{Fetcher, error_chain};
 use crate::scrape::manager::Update;
@@ -61,17 +61,11 @@ pub async fn run(
             Err(e) => Err(format!("{}: {}", cfg.url, error_chain(&e))),
         };
         match result {
-            Ok(groups) if last.as_ref() != Some(&groups) => {
-                if tx
-                    .send(Update { job: job.clone(), provider: provider.clone(), groups: groups.clone() })
-                    .await
-                    .is_err()
-                {
+            Ok(groups) => {
+                if !send_if_changed(&tx, &job, &provider, groups, &mut last).await {
                     return;
                 }
-                last = Some(groups);
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::error!(job, error = %e, "http_sd: refresh failed; keeping the previous targets")
             }

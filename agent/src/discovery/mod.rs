@@ -14,6 +14,26 @@ use crate::config::{Job, StaticConfig};
 use crate::scrape::manager::Update;
 use crate::scrape::target::TargetGroup;
 
+/// Sends `groups` as the provider's new set unless it equals the last one sent (a refresh
+/// that changed nothing costs the manager nothing). False once the manager is gone.
+async fn send_if_changed(
+    tx: &mpsc::Sender<Update>,
+    job: &str,
+    provider: &str,
+    groups: Vec<TargetGroup>,
+    last_sent: &mut Option<Vec<TargetGroup>>,
+) -> bool {
+    if last_sent.as_ref() == Some(&groups) {
+        return true;
+    }
+    let update = Update { job: job.to_owned(), provider: provider.to_owned(), groups: groups.clone() };
+    if tx.send(update).await.is_err() {
+        return false;
+    }
+    *last_sent = Some(groups);
+    true
+}
+
 /// One `{targets, labels}` entry of a file or HTTP SD answer (Prometheus' format).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
