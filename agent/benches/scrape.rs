@@ -63,7 +63,7 @@ fn ksm(round: u64) -> String {
                 s,
                 "kube_pod_status_phase{{namespace=\"team-{}\",pod=\"checkout-7d9fk2lq4x-{pod:05x}\",uid=\"0b4e{pod:04}-1c2d-4e5f-8a9b-0c1d2e3f4a5b\",phase=\"{phase}\"}} {}",
                 pod % 17,
-                u8::from(phase == "Running" && (pod + round as usize) % 50 != 0)
+                u8::from(phase == "Running" && !(pod + round as usize).is_multiple_of(50))
             );
         }
     }

@@ -67,7 +67,7 @@ pub fn format_ms(ms: u64) -> String {
     let mut rest = ms;
     for (i, (unit, size)) in UNITS.iter().enumerate() {
         if i < 2 {
-            if rest % size == 0 {
+            if rest.is_multiple_of(*size) {
                 return format!("{}{unit}", rest / size);
             }
             continue;

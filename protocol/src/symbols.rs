@@ -117,7 +117,7 @@ pub fn resolve_labels<'a>(
     refs: &[u32],
     symbols: &'a [String],
 ) -> Result<Vec<(&'a str, &'a str)>, SymbolError> {
-    if refs.len() % 2 != 0 {
+    if !refs.len().is_multiple_of(2) {
         return Err(SymbolError::OddLength(refs.len()));
     }
     refs.chunks_exact(2).map(|p| Ok((resolve_ref(p[0], symbols)?, resolve_ref(p[1], symbols)?))).collect()

@@ -99,7 +99,7 @@ fn make_series(n: usize) -> Vec<LabelSet> {
 
 fn value(i: usize, round: usize) -> f64 {
     // Counters grow; a third of the series are gauges wandering around.
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         ((i * 7 + round * 13) % 1000) as f64 / 10.0
     } else {
         (i % 97 + round * (i % 11 + 1)) as f64

@@ -205,7 +205,7 @@ pub fn rw2(body: &[u8], rules: Rules<'_>) -> Option<Converted> {
                 (_, w) => ts.skip(w)?,
             }
         }
-        if refs.len() % 2 != 0 || samples.is_empty() {
+        if !refs.len().is_multiple_of(2) || samples.is_empty() {
             return None;
         }
         labels.clear();
@@ -258,7 +258,7 @@ mod tests {
     fn label_sets() -> impl Strategy<Value = Vec<(String, String)>> {
         prop::collection::btree_map("[a-z_]{1,4}", "[a-z0-9]{0,3}", 0..5).prop_map(|m| {
             let mut v: Vec<(String, String)> = m.into_iter().collect();
-            if v.len() % 2 == 0 {
+            if v.len().is_multiple_of(2) {
                 v.insert(0, ("__name__".into(), "m".into()));
             }
             v

@@ -159,14 +159,14 @@ fn yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
     if let Some(i) = msg.rfind(" at line ") {
         msg.truncate(i);
     }
-    if let (Some(loc), Some(q0)) = (e.location(), msg.find('"')) {
-        if let Some(q1) = msg[q0 + 1..].find('"') {
-            let quoted = &msg[q0 + 1..q0 + 1 + q1];
-            if !quoted.is_empty() {
-                if let Some(off) = text[loc.index().min(text.len())..].find(quoted) {
-                    (line, column) = position(text, loc.index() + off);
-                }
-            }
+    if let (Some(loc), Some(q0)) = (e.location(), msg.find('"'))
+        && let Some(q1) = msg[q0 + 1..].find('"')
+    {
+        let quoted = &msg[q0 + 1..q0 + 1 + q1];
+        if !quoted.is_empty()
+            && let Some(off) = text[loc.index().min(text.len())..].find(quoted)
+        {
+            (line, column) = position(text, loc.index() + off);
         }
     }
     ConfigError { file: file.to_owned(), line, column, msg }
@@ -232,14 +232,11 @@ fn check_http(ctx: &Ctx<'_>, where_: &str, h: &HttpClient) -> Result<(), ConfigE
             ));
         }
     }
-    if let Some(b) = &h.basic_auth {
-        if b.username.is_some() && b.username_file.is_some()
-            || b.password.is_some() && b.password_file.is_some()
-        {
-            return Err(
-                ctx.err("basic_auth", format!("{where_}.basic_auth: give a value or a file, not both"))
-            );
-        }
+    if let Some(b) = &h.basic_auth
+        && (b.username.is_some() && b.username_file.is_some()
+            || b.password.is_some() && b.password_file.is_some())
+    {
+        return Err(ctx.err("basic_auth", format!("{where_}.basic_auth: give a value or a file, not both")));
     }
     for name in h.http_headers.keys() {
         if is_reserved_header(name)
@@ -250,23 +247,22 @@ fn check_http(ctx: &Ctx<'_>, where_: &str, h: &HttpClient) -> Result<(), ConfigE
                 .err(name, format!("{where_}.http_headers: header {name:?} is reserved and cannot be set")));
         }
     }
-    if let Some(p) = &h.proxy_url {
-        if h.proxy_from_environment {
-            return Err(
-                ctx.err(p, format!("{where_}: proxy_url and proxy_from_environment are mutually exclusive"))
-            );
-        }
+    if let Some(p) = &h.proxy_url
+        && h.proxy_from_environment
+    {
+        return Err(
+            ctx.err(p, format!("{where_}: proxy_url and proxy_from_environment are mutually exclusive"))
+        );
     }
-    if let Some(t) = &h.tls_config {
-        if t.ca.is_some() && t.ca_file.is_some()
+    if let Some(t) = &h.tls_config
+        && (t.ca.is_some() && t.ca_file.is_some()
             || t.cert.is_some() && t.cert_file.is_some()
-            || t.key.is_some() && t.key_file.is_some()
-        {
-            return Err(ctx.err(
-                "tls_config",
-                format!("{where_}.tls_config: give each of ca, cert and key inline or as a file, not both"),
-            ));
-        }
+            || t.key.is_some() && t.key_file.is_some())
+    {
+        return Err(ctx.err(
+            "tls_config",
+            format!("{where_}.tls_config: give each of ca, cert and key inline or as a file, not both"),
+        ));
     }
     Ok(())
 }

@@ -620,10 +620,10 @@ pub fn parse_series(
         let (v, used) = parse_quoted(&raw[i..])?;
         i += used;
         let mut value = v.into_owned();
-        if (norm == Norm::Le && lname == "le") || (norm == Norm::Quantile && lname == "quantile") {
-            if let Some(f) = parse_float(&value) {
-                value = format_om_float(f);
-            }
+        if ((norm == Norm::Le && lname == "le") || (norm == Norm::Quantile && lname == "quantile"))
+            && let Some(f) = parse_float(&value)
+        {
+            value = format_om_float(f);
         }
         labels.push((lname, value));
         first = false;

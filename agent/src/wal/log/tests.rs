@@ -41,7 +41,7 @@ fn batch(n: u64) -> ScrapeBatch {
             BatchSample {
                 series: 100 + n,
                 timestamp: 1_000_000 + n as i64 * 1000,
-                value: if n % 7 == 0 { STALE_NAN } else { n as f64 },
+                value: if n.is_multiple_of(7) { STALE_NAN } else { n as f64 },
             },
         ],
         ..Default::default()
