@@ -119,9 +119,73 @@ async fn targets(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         .iter()
         .map(|(job, d)| json!({"discoveredLabels": labels_json(d), "scrapePool": job}))
         .collect();
-    axum::Json(
-        json!({"status": "success", "data": {"activeTargets": active, "droppedTargets": dropped, "droppedTargetCounts": counts}}),
-    )
+    // Not in Prometheus' shape: the state of discovery that can fail on its own, so that a
+    // failing Kubernetes watch is visible next to the targets it would have produced.
+    let watches: Vec<Value> = crate::discovery::kubernetes::watches::status()
+        .into_iter()
+        .map(|w| {
+            json!({"resource": w.key.resource, "namespace": w.key.namespace, "labelSelector": w.key.labels,
+                   "fieldSelector": w.key.fields, "synced": w.synced, "objects": w.objects,
+                   "errors": w.errors, "lastError": w.last_error})
+        })
+        .collect();
+    let failed: Vec<Value> = crate::discovery::kubernetes::failed_providers()
+        .into_iter()
+        .map(|(job, provider, error)| json!({"scrapePool": job, "provider": provider, "error": error}))
+        .collect();
+    axum::Json(json!({"status": "success", "data": {
+        "activeTargets": active, "droppedTargets": dropped, "droppedTargetCounts": counts,
+        "kubernetesWatches": watches, "discoveryFailures": failed}}))
+}
+
+/// Kubernetes discovery: one series per shared watch, and providers that could not start.
+fn render_kubernetes(out: &mut String) {
+    let watches = crate::discovery::kubernetes::watches::status();
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut lines: [(&str, &str, &str, String); 3] = [
+        (
+            "ferry_kubernetes_watch_objects",
+            "gauge",
+            "Objects cached by a shared Kubernetes watch.",
+            String::new(),
+        ),
+        (
+            "ferry_kubernetes_watch_synced",
+            "gauge",
+            "1 once the watch has listed; 0 while it has not.",
+            String::new(),
+        ),
+        (
+            "ferry_kubernetes_watch_errors_total",
+            "counter",
+            "Failed list or watch calls (each is retried with backoff).",
+            String::new(),
+        ),
+    ];
+    for w in &watches {
+        let l = format!(
+            "resource=\"{}\",namespace=\"{}\",label_selector=\"{}\",field_selector=\"{}\"",
+            w.key.resource,
+            esc(w.key.namespace.as_deref().unwrap_or("")),
+            esc(w.key.labels.as_deref().unwrap_or("")),
+            esc(w.key.fields.as_deref().unwrap_or(""))
+        );
+        let vals = [w.objects as u64, u64::from(w.synced), w.errors];
+        for (line, v) in lines.iter_mut().zip(vals) {
+            let _ = writeln!(line.3, "{}{{{l}}} {v}", line.0);
+        }
+    }
+    for (name, kind, help, body) in &lines {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{body}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferry_kubernetes_sd_failed Kubernetes discovery providers that could not start (see the log).\n# TYPE ferry_kubernetes_sd_failed gauge"
+    );
+    for (job, provider, _) in crate::discovery::kubernetes::failed_providers() {
+        let _ =
+            writeln!(out, "ferry_kubernetes_sd_failed{{job=\"{}\",provider=\"{provider}\"}} 1", esc(&job));
+    }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -178,6 +242,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         let _ = writeln!(out, "ferry_target_limit_exceeded{{job=\"{job}\"}} 1");
     }
     render_storage(&s, &mut out);
+    render_kubernetes(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }
 

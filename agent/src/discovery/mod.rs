@@ -1,9 +1,10 @@
 //! Discovery providers: each sends full replacement sets of target groups for its job to the
-//! scrape manager: `static_configs`, `file_sd_configs` and `http_sd_configs`. Kubernetes is its
-//! own issue and is validated but not yet served.
+//! scrape manager: `static_configs`, `file_sd_configs`, `http_sd_configs` and
+//! `kubernetes_sd_configs`.
 
 pub mod file;
 pub mod http;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -105,8 +106,15 @@ pub fn start(job: &Job, base: &Path, tx: mpsc::Sender<Update>, stop: watch::Rece
             stop.clone(),
         ));
     }
-    if !job.kubernetes_sd.is_empty() {
-        tracing::warn!(job = %job.name, "kubernetes_sd_configs are validated but Kubernetes discovery is not implemented yet; this job finds no Kubernetes targets");
+    for (i, k) in job.kubernetes_sd.iter().enumerate() {
+        tokio::spawn(kubernetes::run(
+            job.name.clone(),
+            format!("kubernetes/{i}"),
+            k.clone(),
+            base.to_owned(),
+            tx.clone(),
+            stop.clone(),
+        ));
     }
     for (i, h) in job.http_sd.iter().enumerate() {
         tokio::spawn(http::run(

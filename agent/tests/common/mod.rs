@@ -2,6 +2,8 @@
 //! real `ferry-agent` process (restartable with `kill -9`), and a tiny HTTP client.
 #![allow(dead_code)]
 
+pub mod kube_api;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -118,6 +120,8 @@ pub struct Agent {
     pub lines: mpsc::Receiver<Value>,
     pub web: String,
     pub dir: std::path::PathBuf,
+    /// Extra environment for the process (kept across restarts).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -147,7 +151,7 @@ impl Agent {
     pub fn kill9_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let (child, lines) = Self::spawn_process(&self.dir, &self.web);
+        let (child, lines) = Self::spawn_process(&self.dir, &self.web, &self.env);
         self.child = child;
         self.lines = lines;
         self.wait_ready();
@@ -155,14 +159,26 @@ impl Agent {
 
     /// Starts the binary on `dir`'s config and storage.
     pub fn spawn(dir: std::path::PathBuf, web: String) -> Agent {
-        let (child, lines) = Self::spawn_process(&dir, &web);
-        let a = Agent { child, lines, web, dir };
+        Self::spawn_env(dir, web, &[])
+    }
+
+    /// [`Agent::spawn`] with extra environment variables.
+    pub fn spawn_env(dir: std::path::PathBuf, web: String, env: &[(&str, &str)]) -> Agent {
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let (child, lines) = Self::spawn_process(&dir, &web, &env);
+        let a = Agent { child, lines, web, dir, env };
         a.wait_ready();
         a
     }
 
-    fn spawn_process(dir: &std::path::Path, web: &str) -> (Child, mpsc::Receiver<Value>) {
+    fn spawn_process(
+        dir: &std::path::Path,
+        web: &str,
+        env: &[(String, String)],
+    ) -> (Child, mpsc::Receiver<Value>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg(format!("--config.file={}", dir.join("agent.yaml").display()))
             .arg(format!("--storage.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address={web}"))
