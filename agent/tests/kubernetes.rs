@@ -529,3 +529,124 @@ scrape_configs:
     });
     assert_eq!(sample(&b, "up").unwrap()["v"], "StaleNaN");
 }
+
+#[test]
+fn unreachable_api_server_shows_in_watch_status() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = tmpdir("k8s-down");
+    let port = free_port();
+    let yaml = format!("role: service\napi_server: http://127.0.0.1:{port}\n");
+    let mut p = Provider::start(&rt, &dir, "down", &yaml);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let key = format!("127.0.0.1:{port}");
+    let w = loop {
+        let s = kubernetes::watches::status();
+        if let Some(w) = s.into_iter().find(|w| w.key.cluster.contains(&key) && w.errors > 0) {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no watch error recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!w.synced);
+    assert!(w.last_error.as_deref().is_some_and(|e| !e.is_empty()), "{w:?}");
+    // No update is sent while the watch has never listed; the provider keeps running.
+    assert!(
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(300), p.rx.recv()).await }).is_err()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `cargo test -p ferry-agent --release --test kubernetes -- --ignored --nocapture memory`:
+/// agent RSS with 10,000 pods on 500 nodes, watching one node's pods (DaemonSet mode) vs
+/// every pod and keeping the node's by relabeling, vs no Kubernetes discovery at all.
+#[test]
+#[ignore]
+fn memory_node_local_vs_cluster_wide() {
+    let api = KubeApi::start();
+    let (nodes, per_node): (u32, u32) = (500, 20);
+    api.load(
+        "pods",
+        (0..nodes * per_node).map(|i| {
+            pod(
+                &format!("ns-{}", i % 50),
+                &format!("app{}-{i}", i % 40),
+                &format!("node-{}", i % nodes),
+                &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                1,
+            )
+        }),
+    );
+    let run = |name: &str, sd: &str| -> (u64, u64) {
+        let config = format!(
+            "global: {{scrape_interval: 60s}}\nscrape_configs:\n- job_name: pods\n{sd}  relabel_configs:\n  - {{source_labels: [__meta_kubernetes_pod_node_name], regex: node-7, action: keep}}\n"
+        );
+        let dir = tmpdir(&format!("k8s-mem-{name}"));
+        std::fs::write(dir.join("agent.yaml"), config).unwrap();
+        std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).unwrap();
+        let agent = Agent::spawn(dir, format!("127.0.0.1:{}", free_port()));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, body) = http(&agent.web, "GET", "/api/v1/targets");
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            let targets = v["data"]["activeTargets"].as_array().map_or(0, Vec::len);
+            if sd.is_empty() || targets == per_node as usize {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: discovery did not finish");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
+        let kib = |field: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
+    };
+    let base = run("none", "");
+    let local = run(
+        "local",
+        "  kubernetes_sd_configs:\n  - role: pod\n    kubeconfig_file: kubeconfig\n    selectors: [{role: pod, field: spec.nodeName=node-7}]\n",
+    );
+    let wide = run("wide", "  kubernetes_sd_configs:\n  - role: pod\n    kubeconfig_file: kubeconfig\n");
+    println!("10,000 pods on 500 nodes; 20 targets kept in both modes");
+    println!("| mode | RSS MiB | peak RSS MiB | above no-discovery MiB |");
+    println!("|---|---|---|---|");
+    for (name, (rss, hwm)) in [
+        ("no Kubernetes SD", base),
+        ("node-local (fieldSelector)", local),
+        ("cluster-wide + relabel keep", wide),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} |",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0,
+            (rss as f64 - base.0 as f64) / 1024.0
+        );
+    }
+    println!(
+        "cluster-wide cost per pod: {:.0} bytes of RSS",
+        (wide.0 as f64 - local.0 as f64) * 1024.0 / f64::from(nodes * per_node - per_node)
+    );
+    assert!(local.0 < wide.0, "node-local must hold less than cluster-wide");
+}
+
+#[test]
+fn a_reloaded_provider_reuses_the_open_watch() {
+    let (api, dir, rt) = setup("k8s-reload");
+    api.apply(
+        "services",
+        json!({"metadata": {"name": "s", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}}),
+    );
+    let yaml = format!("role: service\n{KUBECONFIG}");
+    let mut first = Provider::start(&rt, &dir, "svc", &yaml);
+    first.next(&rt);
+    // A reload stops the old provider and starts a new one with the same config.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = Provider::start(&rt, &dir, "svc", &yaml);
+    assert!(second.next(&rt).contains_key("svc/default/s"));
+    let lists = api.requests().iter().filter(|r| r.path == "/api/v1/services" && !r.is_watch()).count();
+    assert_eq!(lists, 1, "the new provider must reuse the watch, not list again");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -38,6 +38,9 @@ use crate::config::KubernetesSdConfig;
 use crate::scrape::manager::Update;
 use crate::scrape::target::TargetGroup;
 
+/// How long a stopped provider's watches stay open, so that the provider a reload starts in
+/// its place picks them up instead of listing again.
+const LINGER: Duration = Duration::from_secs(10);
 /// Changes arriving within this window are folded into one rebuild.
 const COALESCE: Duration = Duration::from_millis(50);
 /// Rebuilds of one provider are at least this far apart (Prometheus batches for 5 s).
@@ -241,6 +244,23 @@ pub async fn run(
     });
     // Watches shared with other providers may have listed already and will not wake us.
     notify.notify_one();
+    serve(&job, &provider, &cfg.role, &w, &notify, &tx, &mut stop).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(LINGER).await;
+        drop(w);
+    });
+}
+
+/// Rebuilds and sends on every change until `stop` changes or the manager is gone.
+async fn serve(
+    job: &str,
+    provider: &str,
+    role: &str,
+    w: &Watches,
+    notify: &Notify,
+    tx: &mpsc::Sender<Update>,
+    stop: &mut watch::Receiver<bool>,
+) {
     let mut groups = BTreeMap::new();
     let mut last: Option<Vec<TargetGroup>> = None;
     loop {
@@ -255,9 +275,9 @@ pub async fn run(
             _ = tokio::time::sleep(COALESCE) => {}
             _ = stop.changed() => return,
         }
-        groups = w.build(&cfg.role, &groups);
+        groups = w.build(role, &groups);
         let all: Vec<TargetGroup> = groups.values().cloned().collect();
-        if !send_if_changed(&tx, &job, &provider, all, &mut last).await {
+        if !send_if_changed(tx, job, provider, all, &mut last).await {
             return;
         }
         tokio::select! {
