@@ -89,11 +89,27 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
-async fn targets(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let view = s.manager.lock().await.view();
+#[derive(Debug, serde::Deserialize)]
+struct TargetsQuery {
+    /// Prometheus' filter: `active`, `dropped` or `any` (default).
+    state: Option<String>,
+}
+
+async fn targets(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<TargetsQuery>,
+) -> impl IntoResponse {
+    let state = q.state.as_deref().unwrap_or("any").to_ascii_lowercase();
+    let (want_active, want_dropped) = match state.as_str() {
+        "active" => (true, false),
+        "dropped" => (false, true),
+        _ => (true, true),
+    };
+    let view = s.manager.lock().await.view(want_dropped);
     let (active, dropped) = (view.active, view.dropped);
     let active: Vec<Value> = active
         .iter()
+        .filter(|_| want_active)
         .map(|v| {
             json!({
                 "discoveredLabels": labels_json(&v.target.discovered),
@@ -110,11 +126,8 @@ async fn targets(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             })
         })
         .collect();
-    let mut counts = serde_json::Map::new();
-    for (job, _) in &dropped {
-        let e = counts.entry(job.clone()).or_insert(json!(0));
-        *e = json!(e.as_u64().unwrap_or(0) + 1);
-    }
+    let counts: serde_json::Map<String, Value> =
+        view.dropped_counts.into_iter().map(|(job, n)| (job, json!(n))).collect();
     let dropped: Vec<Value> = dropped
         .iter()
         .map(|(job, d)| json!({"discoveredLabels": labels_json(d), "scrapePool": job}))
@@ -189,7 +202,7 @@ fn render_kubernetes(out: &mut String) {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let view = s.manager.lock().await.view();
+    let view = s.manager.lock().await.view(false);
     let (active, errors) = (view.active, view.target_limit_errors);
     let mut out = String::with_capacity(4096);
     let m = &s.metrics;

@@ -477,6 +477,9 @@ fn agent_scrapes_discovered_pods_and_marks_deleted_ones_stale() {
     api.apply("pods", pod("shop", "cart-1", "node-1", "127.0.0.1", port(&t1)));
     api.apply("pods", pod("shop", "cart-2", "node-1", "127.0.0.1", port(&t2)));
     api.apply("pods", pod("shop", "other-1", "node-2", "127.0.0.1", port(&t2)));
+    let mut quiet = pod("shop", "quiet-1", "node-1", "127.0.0.1", port(&t2));
+    quiet["metadata"]["annotations"] = json!({});
+    api.apply("pods", quiet);
     let config = r#"global: {scrape_interval: 1s}
 scrape_configs:
 - job_name: pods
@@ -514,6 +517,15 @@ scrape_configs:
     assert_eq!(code, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"]["activeTargets"].as_array().unwrap().len(), 2);
+    let dropped = v["data"]["droppedTargets"].as_array().unwrap();
+    assert_eq!(dropped.len(), 1, "the pod without the scrape annotation");
+    assert_eq!(dropped[0]["discoveredLabels"]["__meta_kubernetes_pod_name"], "quiet-1");
+    assert_eq!(dropped[0]["discoveredLabels"]["job"], "pods");
+    let (_, body) = http(&agent.web, "GET", "/api/v1/targets?state=active");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["activeTargets"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"]["droppedTargets"], json!([]));
+    assert_eq!(v["data"]["droppedTargetCounts"]["pods"], 1);
     let w = &v["data"]["kubernetesWatches"][0];
     assert_eq!(w["resource"], "pods");
     assert_eq!(w["fieldSelector"], "spec.nodeName=node-1");
@@ -576,56 +588,61 @@ fn memory_node_local_vs_cluster_wide() {
             )
         }),
     );
-    let run = |name: &str, sd: &str| -> (u64, u64) {
-        let config = format!(
+    let config = |sd: &str| {
+        format!(
             "global: {{scrape_interval: 60s}}\nscrape_configs:\n- job_name: pods\n{sd}  relabel_configs:\n  - {{source_labels: [__meta_kubernetes_pod_node_name], regex: node-7, action: keep}}\n"
-        );
-        let dir = tmpdir(&format!("k8s-mem-{name}"));
-        std::fs::write(dir.join("agent.yaml"), config).unwrap();
-        std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).unwrap();
-        let agent = Agent::spawn(dir, format!("127.0.0.1:{}", free_port()));
+        )
+    };
+    // Waits until the process at `web` shows the 20 targets (or anything, without discovery),
+    // then reads its resident and peak memory.
+    let measure = |name: &str, pid: u32, web: &str, want: usize| -> (u64, u64) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let (_, body) = http(&agent.web, "GET", "/api/v1/targets");
+            // state=active: rendering 10,000 dropped targets on every poll would itself cost memory.
+            let (_, body) = http(web, "GET", "/api/v1/targets?state=active");
             let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            let targets = v["data"]["activeTargets"].as_array().map_or(0, Vec::len);
-            if sd.is_empty() || targets == per_node as usize {
+            if v["data"]["activeTargets"].as_array().is_some_and(|a| a.len() == want) {
                 break;
             }
             assert!(Instant::now() < deadline, "{name}: discovery did not finish");
             std::thread::sleep(Duration::from_millis(200));
         }
         std::thread::sleep(Duration::from_secs(3));
-        let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kib = |field: &str| -> u64 {
             let line = status.lines().find(|l| l.starts_with(field)).unwrap();
             line.split_whitespace().nth(1).unwrap().parse().unwrap()
         };
         (kib("VmRSS:"), kib("VmHWM:"))
     };
-    let base = run("none", "");
-    let local = run(
-        "local",
-        "  kubernetes_sd_configs:\n  - role: pod\n    kubeconfig_file: kubeconfig\n    selectors: [{role: pod, field: spec.nodeName=node-7}]\n",
-    );
-    let wide = run("wide", "  kubernetes_sd_configs:\n  - role: pod\n    kubeconfig_file: kubeconfig\n");
+    let ferry = |name: &str, sd: &str| -> (u64, u64) {
+        let dir = tmpdir(&format!("k8s-mem-{name}"));
+        std::fs::write(dir.join("agent.yaml"), config(sd)).unwrap();
+        std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).unwrap();
+        let agent = Agent::spawn(dir, format!("127.0.0.1:{}", free_port()));
+        measure(name, agent.child.id(), &agent.web, if sd.is_empty() { 0 } else { per_node as usize })
+    };
+    let local_sd = "  kubernetes_sd_configs:\n  - role: pod\n    kubeconfig_file: kubeconfig\n    selectors: [{role: pod, field: spec.nodeName=node-7}]\n";
+    let wide_sd = "  kubernetes_sd_configs:\n  - role: pod\n    kubeconfig_file: kubeconfig\n";
+    let base = ferry("none", "");
+    let local = ferry("local", local_sd);
+    let wide = ferry("wide", wide_sd);
     println!("10,000 pods on 500 nodes; 20 targets kept in both modes");
     println!("| mode | RSS MiB | peak RSS MiB | above no-discovery MiB |");
     println!("|---|---|---|---|");
-    for (name, (rss, hwm)) in [
-        ("no Kubernetes SD", base),
-        ("node-local (fieldSelector)", local),
-        ("cluster-wide + relabel keep", wide),
-    ] {
+    let row = |name: &str, (rss, hwm): (u64, u64), base: u64| {
         println!(
             "| {name} | {:.1} | {:.1} | {:.1} |",
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0,
-            (rss as f64 - base.0 as f64) / 1024.0
+            (rss as f64 - base as f64) / 1024.0
         );
-    }
+    };
+    row("no Kubernetes SD", base, base.0);
+    row("node-local (fieldSelector)", local, base.0);
+    row("cluster-wide + relabel keep", wide, base.0);
     println!(
-        "cluster-wide cost per pod: {:.0} bytes of RSS",
+        "ferry-agent, cluster-wide cost per pod: {:.0} bytes of RSS",
         (wide.0 as f64 - local.0 as f64) * 1024.0 / f64::from(nodes * per_node - per_node)
     );
     assert!(local.0 < wide.0, "node-local must hold less than cluster-wide");

@@ -33,7 +33,10 @@ struct JobState {
     /// provider → its groups.
     groups: BTreeMap<String, Vec<TargetGroup>>,
     loops: HashMap<u64, LoopHandle>,
-    dropped: Vec<LabelSet>,
+    /// Dropped targets as (provider, group, target) positions in `groups`: their discovered
+    /// labels are rebuilt when the targets API asks, rather than held (in a large cluster
+    /// most discovered targets are dropped, and holding their labels cost ~13 KB each).
+    dropped: Vec<(u32, u32, u32)>,
     target_error: scrape_loop::Forced,
 }
 
@@ -51,8 +54,10 @@ pub struct TargetView {
 #[derive(Debug, Clone)]
 pub struct View {
     pub active: Vec<TargetView>,
-    /// (job, discovered labels)
+    /// (job, discovered labels); empty unless asked for.
     pub dropped: Vec<(String, LabelSet)>,
+    /// (job, number of dropped targets kept).
+    pub dropped_counts: Vec<(String, usize)>,
     /// (job, error)
     pub target_limit_errors: Vec<(String, String)>,
 }
@@ -125,22 +130,23 @@ impl Manager {
         let job = &st.job;
         let mut wanted: HashMap<u64, super::target::Target> = HashMap::new();
         st.dropped.clear();
-        for g in st.groups.values().flatten() {
-            for t in &g.targets {
-                match populate(job, t, &g.labels) {
-                    Outcome::Active(t) => {
-                        wanted.entry(t.hash).or_insert(t);
+        let positions = st.groups.values().enumerate().flat_map(|(p, gs)| {
+            gs.iter().enumerate().flat_map(move |(gi, g)| {
+                g.targets.iter().enumerate().map(move |(ti, t)| ((p as u32, gi as u32, ti as u32), g, t))
+            })
+        });
+        for (pos, g, t) in positions {
+            match populate(job, t, &g.labels) {
+                Outcome::Active(t) => {
+                    wanted.entry(t.hash).or_insert(t);
+                }
+                Outcome::Dropped(_) => {
+                    if job.keep_dropped_targets == 0 || (st.dropped.len() as u64) < job.keep_dropped_targets {
+                        st.dropped.push(pos);
                     }
-                    Outcome::Dropped(d) => {
-                        if job.keep_dropped_targets == 0
-                            || (st.dropped.len() as u64) < job.keep_dropped_targets
-                        {
-                            st.dropped.push(d);
-                        }
-                    }
-                    Outcome::Failed(d, e) => {
-                        tracing::warn!(job = %job.name, labels = %d, error = %e, "creating target failed; skipping it");
-                    }
+                }
+                Outcome::Failed(d, e) => {
+                    tracing::warn!(job = %job.name, labels = %d, error = %e, "creating target failed; skipping it");
                 }
             }
         }
@@ -189,13 +195,16 @@ impl Manager {
         }
     }
 
-    /// Active targets with their status, dropped targets' discovered labels, and jobs over
-    /// their target_limit.
-    pub fn view(&self) -> View {
+    /// Active targets with their status, dropped targets' discovered labels (only with
+    /// `with_dropped`: rebuilding them costs a relabeling each), and jobs over their
+    /// target_limit.
+    pub fn view(&self, with_dropped: bool) -> View {
         let mut active = Vec::new();
         let mut dropped = Vec::new();
         let mut errors = Vec::new();
+        let mut dropped_counts = Vec::new();
         for (name, st) in &self.jobs {
+            dropped_counts.push((name.clone(), st.dropped.len()));
             for l in st.loops.values() {
                 active.push(TargetView {
                     job: name.clone(),
@@ -205,13 +214,23 @@ impl Manager {
                     timeout: l.target.timeout,
                 });
             }
-            dropped.extend(st.dropped.iter().map(|d| (name.clone(), d.clone())));
+            if with_dropped {
+                for &(p, gi, ti) in &st.dropped {
+                    let g = st.groups.values().nth(p as usize).and_then(|gs| gs.get(gi as usize));
+                    let Some((g, t)) = g.and_then(|g| Some((g, g.targets.get(ti as usize)?))) else {
+                        continue;
+                    };
+                    if let Outcome::Dropped(d) = populate(&st.job, t, &g.labels) {
+                        dropped.push((name.clone(), d));
+                    }
+                }
+            }
             if let Some(e) = st.target_error.lock().expect("forced lock").clone() {
                 errors.push((name.clone(), e));
             }
         }
         active.sort_by(|a, b| (&a.job, &a.target.url).cmp(&(&b.job, &b.target.url)));
-        View { active, dropped, target_limit_errors: errors }
+        View { active, dropped, dropped_counts, target_limit_errors: errors }
     }
 
     /// Number of running loops.

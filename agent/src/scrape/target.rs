@@ -13,7 +13,7 @@ use crate::relabel;
 
 /// One discovered group: targets (each a label map with at least `__address__`) and labels
 /// shared by all of them. `source` identifies the group within its provider.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TargetGroup {
     pub source: String,
     pub targets: Vec<BTreeMap<String, String>>,

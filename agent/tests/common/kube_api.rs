@@ -256,7 +256,17 @@ impl KubeApi {
             .filter(|((r, _, _), o)| r == resource && Self::matches(req, ns, o))
             .map(|(_, o)| o)
             .collect();
-        let body = json!({"kind": "List", "apiVersion": "v1",
+        let (kind, version) = match resource {
+            "pods" => ("PodList", "v1"),
+            "services" => ("ServiceList", "v1"),
+            "endpoints" => ("EndpointsList", "v1"),
+            "nodes" => ("NodeList", "v1"),
+            "namespaces" => ("NamespaceList", "v1"),
+            "endpointslices" => ("EndpointSliceList", "discovery.k8s.io/v1"),
+            "ingresses" => ("IngressList", "networking.k8s.io/v1"),
+            _ => ("List", "v1"),
+        };
+        let body = json!({"kind": kind, "apiVersion": version,
                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
         drop(st);
         respond(conn, 200, &body)

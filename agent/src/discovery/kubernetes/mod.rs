@@ -21,6 +21,7 @@ pub mod service;
 pub mod watches;
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -33,7 +34,6 @@ use self::objects::{
     EndpointSliceWire, EndpointsWire, IngressWire, NamespaceWire, NodeWire, PodWire, ServiceWire, Wire,
 };
 use self::watches::{Shared, WatchKey};
-use super::send_if_changed;
 use crate::config::KubernetesSdConfig;
 use crate::scrape::manager::Update;
 use crate::scrape::target::TargetGroup;
@@ -141,9 +141,9 @@ impl Watches {
             && self.namespaces.iter().all(|s| s.synced())
     }
 
-    /// Every group of the provider, sorted by source. `prev` supplies the groups of nodes that
-    /// have no address (Prometheus keeps their last group).
-    fn build(&self, role: &str, prev: &BTreeMap<String, TargetGroup>) -> BTreeMap<String, TargetGroup> {
+    /// Every group of the provider, sorted by source. `prev_nodes` supplies the groups of nodes
+    /// that have no address (Prometheus keeps their last group).
+    fn build(&self, role: &str, prev_nodes: &BTreeMap<String, TargetGroup>) -> Vec<TargetGroup> {
         let pods: Vec<_> = self.pods.iter().map(|s| s.objects()).collect();
         let services: Vec<_> = self.services.iter().map(|s| s.objects()).collect();
         let nodes = self.nodes.as_ref().map(|s| s.objects());
@@ -164,7 +164,7 @@ impl Watches {
                     match node::build(n) {
                         Some(g) => put(g),
                         None => {
-                            if let Some(g) = prev.get(&node::source(n)) {
+                            if let Some(g) = prev_nodes.get(&node::source(n)) {
                                 put(g.clone())
                             }
                         }
@@ -190,7 +190,7 @@ impl Watches {
             }
             _ => {}
         }
-        out
+        out.into_values().collect()
     }
 }
 
@@ -261,8 +261,10 @@ async fn serve(
     tx: &mpsc::Sender<Update>,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let mut groups = BTreeMap::new();
-    let mut last: Option<Vec<TargetGroup>> = None;
+    // Only a hash of the last set sent is kept (the manager holds the groups themselves),
+    // and, for the node role, the node groups (small) that an address-less node falls back to.
+    let mut last: Option<u64> = None;
+    let mut nodes = BTreeMap::new();
     loop {
         tokio::select! {
             _ = notify.notified() => {}
@@ -275,10 +277,21 @@ async fn serve(
             _ = tokio::time::sleep(COALESCE) => {}
             _ = stop.changed() => return,
         }
-        groups = w.build(role, &groups);
-        let all: Vec<TargetGroup> = groups.values().cloned().collect();
-        if !send_if_changed(tx, job, provider, all, &mut last).await {
-            return;
+        let groups = w.build(role, &nodes);
+        let hash = {
+            let mut h = std::hash::DefaultHasher::new();
+            groups.hash(&mut h);
+            h.finish()
+        };
+        if last != Some(hash) {
+            if role == "node" {
+                nodes = groups.iter().map(|g| (g.source.clone(), g.clone())).collect();
+            }
+            let update = Update { job: job.to_owned(), provider: provider.to_owned(), groups };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+            last = Some(hash);
         }
         tokio::select! {
             _ = tokio::time::sleep(MIN_SEND_INTERVAL.saturating_sub(COALESCE)) => {}
