@@ -667,3 +667,36 @@ fn a_reloaded_provider_reuses_the_open_watch() {
     assert_eq!(lists, 1, "the new provider must reuse the watch, not list again");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn api_server_credentials_and_attached_node_metadata() {
+    let (api, dir, rt) = setup("k8s-attach");
+    std::fs::write(dir.join("token"), "rotating-secret\n").unwrap();
+    api.apply("pods", pod("default", "a", "node-1", "10.0.0.1", 80));
+    api.apply("pods", pod("default", "b", "node-2", "10.0.0.2", 80));
+    api.apply(
+        "nodes",
+        json!({"metadata": {"name": "node-1", "labels": {"topology.kubernetes.io/zone": "z1"}}}),
+    );
+    api.apply("nodes", json!({"metadata": {"name": "node-2"}}));
+    let yaml = format!(
+        "role: pod\napi_server: http://{}\nauthorization: {{credentials_file: token}}\nattach_metadata: {{node: true}}\nselectors: [{{role: node, field: metadata.name=node-1}}]\n",
+        api.addr
+    );
+    let mut p = Provider::start(&rt, &dir, "attach", &yaml);
+    let g = p.next(&rt);
+    let a = &g["pod/default/a"];
+    assert_eq!(a.labels["__meta_kubernetes_node_name"], "node-1");
+    assert_eq!(a.labels["__meta_kubernetes_node_label_topology_kubernetes_io_zone"], "z1");
+    assert_eq!(a.targets.len(), 1);
+    // node-2 is outside the node selector, so its pod has no targets (as in Prometheus).
+    assert!(g["pod/default/b"].targets.is_empty());
+    let reqs = api.requests();
+    let nodes = reqs.iter().find(|r| r.path == "/api/v1/nodes").expect("node list");
+    assert_eq!(nodes.query["fieldSelector"], "metadata.name=node-1");
+    assert!(
+        reqs.iter()
+            .all(|r| r.headers.get("authorization").map(String::as_str) == Some("Bearer rotating-secret"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -297,6 +297,12 @@ fn check_kubernetes(ctx: &Ctx<'_>, job: &str, k: &KubernetesSdConfig) -> Result<
             ctx.err("kubeconfig_file", format!("{w}: api_server and kubeconfig_file are mutually exclusive"))
         );
     }
+    if k.namespaces.own_namespace && (k.api_server.is_some() || k.kubeconfig_file.is_some()) {
+        return Err(ctx.err(
+            "own_namespace",
+            format!("{w}: namespaces.own_namespace only works in a cluster (not with api_server or kubeconfig_file)"),
+        ));
+    }
     if k.api_server.is_none() && k.http_client() != HttpClient::default() {
         return Err(ctx.err(&k.role, format!("{w}: HTTP client options need an explicit api_server")));
     }
@@ -332,6 +338,21 @@ fn check_kubernetes(ctx: &Ctx<'_>, job: &str, k: &KubernetesSdConfig) -> Result<
         for sel in [&s.label, &s.field].into_iter().flatten() {
             if sel.split(',').any(|term| term.trim().is_empty()) {
                 return Err(ctx.err(sel, format!("{w}: invalid selector {sel:?}")));
+            }
+        }
+        // Field selectors are `path=value`, `path==value` or `path!=value` terms (Kubernetes'
+        // fields.ParseSelector); a term without an operator would only fail at the API server.
+        if let Some(f) = &s.field {
+            for term in f.split(',') {
+                let key = term.split_once("!=").or_else(|| term.split_once('=')).map(|(k, _)| k.trim());
+                if key.is_none_or(str::is_empty) {
+                    return Err(ctx.err(
+                        f,
+                        format!(
+                            "{w}: invalid field selector {f:?}: {term:?} is not path=value or path!=value"
+                        ),
+                    ));
+                }
             }
         }
     }

@@ -128,6 +128,16 @@ fn errors_name_file_line_and_column() {
     assert!(e.msg.contains("not allowed with role \"pod\"") && e.line == 5, "{e}");
 
     let e = err(
+        "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n        selectors: [{role: pod, field: spec.nodeName}]\n",
+    );
+    assert!(e.msg.contains("invalid field selector") && e.line == 5, "{e}");
+
+    let e = err(
+        "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs:\n      - role: pod\n        kubeconfig_file: k\n        namespaces: {own_namespace: true}\n",
+    );
+    assert!(e.msg.contains("own_namespace only works in a cluster"), "{e}");
+
+    let e = err(
         "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u, password: p}\n    authorization: {credentials: t}\n",
     );
     assert!(e.msg.contains("at most one of"), "{e}");

@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 pub struct Request {
     pub path: String,
     pub query: HashMap<String, String>,
+    /// Header names lower-cased.
+    pub headers: HashMap<String, String>,
 }
 
 impl Request {
@@ -222,15 +224,19 @@ impl KubeApi {
             return;
         }
         let target = line.split(' ').nth(1).unwrap_or("/").to_owned();
+        let mut headers = HashMap::new();
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).is_err() || h.trim().is_empty() {
                 break;
             }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
         }
         let (path, q) = target.split_once('?').unwrap_or((&target, ""));
         let query: HashMap<String, String> = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
-        let req = Request { path: path.to_owned(), query };
+        let req = Request { path: path.to_owned(), query, headers };
         self.state.0.lock().unwrap().requests.push(req.clone());
         let Some((resource, ns)) = route(&req.path) else {
             return respond(conn, 404, &json!({"kind":"Status","status":"Failure","code":404}));

@@ -3,7 +3,11 @@
 //! (its current context), or `api_server` with the inline HTTP client options. Also names
 //! the client's identity so that jobs with the same cluster and credentials share watches.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use http::HeaderValue;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -24,7 +28,15 @@ pub async fn build(cfg: &KubernetesSdConfig, base: &Path) -> Result<(Client, Str
             .map_err(|e| format!("kubeconfig_file {}: {e}", path.display()))?;
         (c, format!("kubeconfig:{}", path.display()))
     } else if let Some(url) = &cfg.api_server {
-        (api_server(cfg, url, base)?, format!("api_server:{url}:{:?}", cfg.http_client()))
+        let (config, token_file) = api_server(cfg, url, base)?;
+        let identity = format!("api_server:{url}:{:?}", cfg.http_client());
+        let builder = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| format!("building the Kubernetes client: {e}"))?;
+        let client = match token_file {
+            Some(path) => builder.with_layer(&TokenFile::new(path)).build(),
+            None => builder.build(),
+        };
+        return Ok((client, identity));
     } else {
         let c = Config::incluster().map_err(|e| {
             format!("in-cluster configuration: {e} (outside a cluster, set api_server or kubeconfig_file)")
@@ -42,8 +54,9 @@ fn read(base: &Path, p: &Path, what: &str) -> Result<String, String> {
         .map_err(|e| format!("{what} {}: {e}", p.display()))
 }
 
-/// `api_server` plus the HTTP client options kube can express.
-fn api_server(cfg: &KubernetesSdConfig, url: &str, base: &Path) -> Result<Config, String> {
+/// `api_server` plus the HTTP client options kube can express, and the credentials file
+/// to send as a bearer token, if any.
+fn api_server(cfg: &KubernetesSdConfig, url: &str, base: &Path) -> Result<(Config, Option<PathBuf>), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("api_server {url:?}: {e}"))?;
     let mut c = Config::new(uri);
     let http = cfg.http_client();
@@ -66,11 +79,9 @@ fn api_server(cfg: &KubernetesSdConfig, url: &str, base: &Path) -> Result<Config
         .as_ref()
         .and_then(|a| a.credentials_file.clone())
         .or_else(|| http.bearer_token_file.clone());
-    if let Some(f) = token_file {
-        // kube re-reads a token file as it changes.
-        c.auth_info.token_file = Some(base.join(f).display().to_string());
-    } else if let Some(t) =
-        http.authorization.as_ref().and_then(|a| a.credentials.clone()).or(http.bearer_token)
+    let token_file = token_file.map(|f| base.join(f));
+    if token_file.is_none()
+        && let Some(t) = http.authorization.as_ref().and_then(|a| a.credentials.clone()).or(http.bearer_token)
     {
         c.auth_info.token = Some(t.into());
     }
@@ -113,7 +124,77 @@ fn api_server(cfg: &KubernetesSdConfig, url: &str, base: &Path) -> Result<Config
             c.headers.push((n, v));
         }
     }
-    Ok(c)
+    Ok((c, token_file))
+}
+
+/// Sets `Authorization: Bearer <file content>` on every request, re-reading the file when its
+/// modification time changes (rotated credentials) and trimming it as Prometheus does.
+#[derive(Debug, Clone)]
+struct TokenFile {
+    path: PathBuf,
+    cache: Arc<Mutex<Option<(SystemTime, HeaderValue)>>>,
+}
+
+impl TokenFile {
+    fn new(path: PathBuf) -> TokenFile {
+        TokenFile { path, cache: Default::default() }
+    }
+
+    fn header(&self) -> Option<HeaderValue> {
+        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()?;
+        let mut cache = self.cache.lock().expect("token cache lock");
+        if let Some((t, v)) = &*cache
+            && *t == mtime
+        {
+            return Some(v.clone());
+        }
+        let read = std::fs::read_to_string(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {}", t.trim())).map_err(|e| e.to_string()));
+        match read {
+            Ok(v) => {
+                *cache = Some((mtime, v.clone()));
+                Some(v)
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "kubernetes_sd: cannot use the credentials file");
+                None
+            }
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for TokenFile {
+    type Service = WithToken<S>;
+    fn layer(&self, inner: S) -> WithToken<S> {
+        WithToken { inner, token: self.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WithToken<S> {
+    inner: S,
+    token: TokenFile,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for WithToken<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> S::Future {
+        if let Some(v) = self.token.header() {
+            req.headers_mut().insert(http::header::AUTHORIZATION, v);
+        }
+        self.inner.call(req)
+    }
 }
 
 /// Standard base64 (kubeconfig `*-data` fields carry PEM in base64).
