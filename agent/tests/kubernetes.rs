@@ -700,3 +700,20 @@ fn api_server_credentials_and_attached_node_metadata() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn outside_a_cluster_without_api_server_or_kubeconfig_is_a_visible_error() {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return; // running inside a cluster: in-cluster config would work
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tmpdir("k8s-incluster");
+    let mut p = Provider::start(&rt, &dir, "incluster-job", "role: pod\n");
+    // The provider ends (no client) and says why; it never falls back to ~/.kube/config.
+    let ended = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), p.rx.recv()).await });
+    assert!(matches!(ended, Ok(None)), "the provider should end without sending");
+    let failed = kubernetes::failed_providers();
+    let (_, _, e) = failed.iter().find(|(j, _, _)| j == "incluster-job").expect("recorded failure");
+    assert!(e.contains("in-cluster") && e.contains("api_server or kubeconfig_file"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
