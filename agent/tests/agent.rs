@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde::Deserialize;
 use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -253,5 +254,178 @@ fn packaged_configs_pass_config_check() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A minimal kustomize for the features `packaging/kubernetes` uses: `resources` (files and
+/// directories), `namespace`, and `configMapGenerator` with `files` (`key=path` or `path`).
+/// Generated ConfigMaps keep their plain names (kustomize adds a content hash).
+fn kustomize(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let k: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for r in k["resources"].as_array().into_iter().flatten() {
+        let p = dir.join(r.as_str().unwrap());
+        if p.is_dir() {
+            out.extend(kustomize(&p));
+        } else {
+            let text = std::fs::read_to_string(&p).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let v = serde_json::Value::deserialize(doc).unwrap();
+                if !v.is_null() {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    for g in k["configMapGenerator"].as_array().into_iter().flatten() {
+        let mut data = serde_json::Map::new();
+        for f in g["files"].as_array().unwrap() {
+            let f = f.as_str().unwrap();
+            let (key, path) = f.split_once('=').unwrap_or((f.rsplit('/').next().unwrap(), f));
+            data.insert(key.into(), std::fs::read_to_string(dir.join(path)).unwrap().into());
+        }
+        out.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": g["name"]}, "data": data}));
+    }
+    if let Some(ns) = k["namespace"].as_str() {
+        for o in &mut out {
+            let cluster_scoped =
+                matches!(o["kind"].as_str(), Some("ClusterRole" | "ClusterRoleBinding" | "Namespace"));
+            if !cluster_scoped {
+                o["metadata"]["namespace"] = ns.into();
+            }
+            for s in o["subjects"].as_array_mut().into_iter().flatten() {
+                if s["kind"] == "ServiceAccount" {
+                    s["namespace"] = ns.into();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Paths of `orig` that do not survive a trip through the typed value `typed` (fields the
+/// Kubernetes type does not know, or values it reads differently).
+fn lost_fields(orig: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (orig, typed) {
+        (Value::Object(o), Value::Object(t)) => {
+            for (k, v) in o {
+                match t.get(k) {
+                    Some(tv) => lost_fields(v, tv, &format!("{path}.{k}"), out),
+                    None if v.is_null() => {}
+                    None => out.push(format!("{path}.{k}")),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(t)) if o.len() == t.len() => {
+            for (i, (a, b)) in o.iter().zip(t).enumerate() {
+                lost_fields(a, b, &format!("{path}[{i}]"), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(format!("{path}: {a} became {b}")),
+    }
+}
+
+/// Fields of a manifest object that its Kubernetes type (k8s-openapi) does not accept.
+fn schema_errors(o: &serde_json::Value) -> Vec<String> {
+    use k8s_openapi::api::{apps, core, policy, rbac};
+    fn check<T: serde::de::DeserializeOwned + serde::Serialize>(o: &serde_json::Value) -> Vec<String> {
+        match serde_json::from_value::<T>(o.clone()) {
+            Err(e) => vec![e.to_string()],
+            Ok(t) => {
+                let mut out = Vec::new();
+                lost_fields(o, &serde_json::to_value(t).unwrap(), "", &mut out);
+                out
+            }
+        }
+    }
+    match o["kind"].as_str().unwrap_or("") {
+        "ServiceAccount" => check::<core::v1::ServiceAccount>(o),
+        "ConfigMap" => check::<core::v1::ConfigMap>(o),
+        "Service" => check::<core::v1::Service>(o),
+        "PersistentVolumeClaim" => check::<core::v1::PersistentVolumeClaim>(o),
+        "DaemonSet" => check::<apps::v1::DaemonSet>(o),
+        "StatefulSet" => check::<apps::v1::StatefulSet>(o),
+        "Deployment" => check::<apps::v1::Deployment>(o),
+        "ClusterRole" => check::<rbac::v1::ClusterRole>(o),
+        "ClusterRoleBinding" => check::<rbac::v1::ClusterRoleBinding>(o),
+        "PodDisruptionBudget" => check::<policy::v1::PodDisruptionBudget>(o),
+        other => vec![format!("kind {other:?} is not checked by this test; add it")],
+    }
+}
+
+#[test]
+fn kubernetes_manifests_render_match_the_schema_and_carry_valid_agent_configs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let overlays = root.join("packaging/kubernetes/overlays");
+    let mut names: Vec<_> = std::fs::read_dir(&overlays).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    // kubectl, when installed, renders too; its objects must match ours kind for kind.
+    let kubectl =
+        Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    for dir in names {
+        let objs = kustomize(&dir);
+        let overlay = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if kubectl {
+            let out = Command::new("kubectl").arg("kustomize").arg(&dir).output().unwrap();
+            assert!(out.status.success(), "{overlay}: {}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8(out.stdout).unwrap();
+            let theirs: Vec<Value> =
+                serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect();
+            let kinds = |v: &[Value]| {
+                let mut k: Vec<String> = v.iter().map(|o| o["kind"].as_str().unwrap().to_owned()).collect();
+                k.sort();
+                k
+            };
+            assert_eq!(kinds(&objs), kinds(&theirs), "{overlay}: our renderer and kubectl kustomize differ");
+            for o in &theirs {
+                let errors = schema_errors(o);
+                assert!(
+                    errors.is_empty(),
+                    "{overlay} (kubectl) {} {}: {errors:?}",
+                    o["kind"],
+                    o["metadata"]["name"]
+                );
+            }
+        }
+        for o in &objs {
+            let errors = schema_errors(o);
+            assert!(errors.is_empty(), "{overlay} {} {}: {errors:?}", o["kind"], o["metadata"]["name"]);
+        }
+        // Every agent config in a ConfigMap passes --config.check with the environment its
+        // workload gives it (downward-API values replaced by placeholders).
+        for cm in objs.iter().filter(|o| o["kind"] == "ConfigMap") {
+            let Some(config) = cm["data"]["agent.yaml"].as_str() else { continue };
+            let name = cm["metadata"]["name"].as_str().unwrap();
+            let workload = objs
+                .iter()
+                .find(|o| {
+                    o["spec"]["template"]["spec"]["volumes"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|v| v["configMap"]["name"] == name))
+                })
+                .unwrap_or_else(|| panic!("{overlay}: no workload mounts ConfigMap {name}"));
+            let env: Vec<(String, String)> = workload["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let v = e["value"].as_str().unwrap_or("0");
+                    (e["name"].as_str().unwrap().to_owned(), v.to_owned())
+                })
+                .collect();
+            let dir = tmpdir("manifest-config");
+            std::fs::write(dir.join("agent.yaml"), config).unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_ferry-agent"))
+                .arg(format!("--config.file={}", dir.join("agent.yaml").display()))
+                .arg("--config.check")
+                .envs(env)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{overlay} {name}: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
