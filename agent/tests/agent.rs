@@ -429,3 +429,102 @@ fn kubernetes_manifests_render_match_the_schema_and_carry_valid_agent_configs() 
         }
     }
 }
+
+/// `cargo deb -p ferry-agent` packages the binaries this test run built (linked into a
+/// scratch target dir as `release`), the units, environment files and default configs; the
+/// unpacked binaries run and the packaged agent config passes `--config.check`. Needs
+/// cargo-deb and dpkg-deb: `.ci/run` installs cargo-deb and sets FERRY_REQUIRE_DEB=1 so that a
+/// missing tool fails there instead of skipping.
+#[test]
+fn deb_package_carries_binaries_units_and_configs() {
+    let required = std::env::var_os("FERRY_REQUIRE_DEB").is_some();
+    let agent_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_ferry-agent"));
+    let receiver_bin = agent_bin.with_file_name("ferry-receiver");
+    let tools = Command::new("cargo").args(["deb", "--version"]).output().is_ok_and(|o| o.status.success())
+        && Command::new("dpkg-deb").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !tools || !receiver_bin.exists() {
+        assert!(!required, "cargo-deb, dpkg-deb or {} missing", receiver_bin.display());
+        eprintln!("skipping: needs cargo-deb, dpkg-deb and a built ferry-receiver (cargo test --workspace)");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tmpdir("deb");
+    let release = dir.join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::copy(&agent_bin, release.join("ferry-agent")).unwrap();
+    std::fs::copy(&receiver_bin, release.join("ferry-receiver")).unwrap();
+    let deb = dir.join("ferry.deb");
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .args(["deb", "-p", "ferry-agent", "--no-build", "--fast", "-o"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo deb: {}", String::from_utf8_lossy(&out.stderr));
+
+    let field = |name: &str| {
+        let o = Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg(name).output().unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(field("Package"), "ferry");
+    assert!(field("Depends").contains("libc6"), "{}", field("Depends"));
+    let listing = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    for path in [
+        "./usr/bin/ferry-agent",
+        "./usr/bin/ferry-receiver",
+        "./lib/systemd/system/ferry-agent.service",
+        "./lib/systemd/system/ferry-receiver.service",
+        "./etc/ferry/agent.yaml",
+        "./etc/ferry/receiver.yaml",
+        "./etc/default/ferry-agent",
+        "./etc/default/ferry-receiver",
+    ] {
+        assert!(listing.lines().any(|l| l.ends_with(path)), "{path} missing from:\n{listing}");
+    }
+    let control = dir.join("control");
+    assert!(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control).status().unwrap().success());
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    for c in ["/etc/ferry/agent.yaml", "/etc/ferry/receiver.yaml", "/etc/default/ferry-agent"] {
+        assert!(conffiles.lines().any(|l| l == c), "{c} is not a conffile: {conffiles}");
+    }
+
+    // Unpack and run what was packaged: the agent checks the packaged config with the
+    // packaged environment file; the receiver starts on the packaged config.
+    let fs = dir.join("root");
+    assert!(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&fs).status().unwrap().success());
+    let env_file = std::fs::read_to_string(fs.join("etc/default/ferry-agent")).unwrap();
+    let env: Vec<(String, String)> = env_file
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect();
+    let out = Command::new(fs.join("usr/bin/ferry-agent"))
+        .arg(format!("--config.file={}", fs.join("etc/ferry/agent.yaml").display()))
+        .arg("--config.check")
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "packaged agent config: {}", String::from_utf8_lossy(&out.stderr));
+    let unit = std::fs::read_to_string(fs.join("lib/systemd/system/ferry-agent.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/ferry-agent") && unit.contains("ProtectSystem=strict"));
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut receiver = Command::new(fs.join("usr/bin/ferry-receiver"))
+        .arg(format!("--config.file={}", fs.join("etc/ferry/receiver.yaml").display()))
+        .arg(format!("--storage.path={}", dir.join("store").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(&web, "GET", "/-/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "the packaged receiver did not become ready");
+        assert!(receiver.try_wait().unwrap().is_none(), "the packaged receiver exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -214,6 +214,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn packaged_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        for f in
+            ["packaging/systemd/receiver.yaml", "packaging/kubernetes/overlays/receiver/receiver-config.yaml"]
+        {
+            let c = Config::load(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(c.limits.max_series, 2_000_000, "{f}");
+        }
+    }
+
+    #[test]
     fn defaults_and_overrides() {
         let c = Config::parse(
             "retention: 1d\nlimits: {max_series: 10}\ntenants:\n  a:\n    limits: {max_series: 3}\n",
