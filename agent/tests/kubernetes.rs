@@ -368,8 +368,22 @@ fn endpoints_role_enriches_with_pods_and_adds_unmatched_ports() {
                             "notReadyAddresses": [{"ip": "10.0.0.8", "hostname": "db-1"}],
                             "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}]}),
     );
-    let mut p = Provider::start(&rt, &dir, "eps", &format!("role: endpoints\n{KUBECONFIG}"));
-    let g = p.next(&rt).remove("endpoints/default/db").unwrap();
+    // Objects in other namespaces are never asked for.
+    api.apply("endpoints", json!({"metadata": {"name": "db", "namespace": "other"}, "subsets": []}));
+    let mut p = Provider::start(
+        &rt,
+        &dir,
+        "eps",
+        &format!("role: endpoints\n{KUBECONFIG}namespaces: {{names: [default]}}\n"),
+    );
+    let mut groups = p.next(&rt);
+    assert!(!groups.contains_key("endpoints/other/db"));
+    let paths: std::collections::BTreeSet<String> = api.requests().into_iter().map(|r| r.path).collect();
+    for res in ["endpoints", "services", "pods"] {
+        assert!(paths.contains(&format!("/api/v1/namespaces/default/{res}")), "{paths:?}");
+        assert!(!paths.contains(&format!("/api/v1/{res}")), "{paths:?}");
+    }
+    let g = groups.remove("endpoints/default/db").unwrap();
     assert_eq!(g.labels, ls(&[("namespace", "default"), ("endpoints_name", "db")]));
     let addrs: Vec<&str> = g.targets.iter().map(|t| t["__address__"].as_str()).collect();
     assert_eq!(addrs, ["10.0.0.7:5432", "10.0.0.8:5432", "10.0.0.7:9187"]);
