@@ -70,6 +70,8 @@ pub struct Case {
     pub check: Check,
     /// Crash the sender (SIGKILL) after this long, and start it again.
     pub crash_at: Option<Duration>,
+    /// Empty the file SD file (the target goes away) once this holds.
+    pub remove_target_when: Option<fn(&Obs) -> bool>,
 }
 
 impl std::fmt::Debug for Case {
@@ -215,6 +217,7 @@ macro_rules! case {
             sink: $sink,
             check: $check,
             crash_at: None,
+            remove_target_when: None,
         }
     };
 }
@@ -810,6 +813,73 @@ pub fn all() -> Vec<Case> {
                 }
             }
         ),
+        case!(
+            "no_retry_on_other_4xx",
+            Must,
+            "RW §Retries: MUST NOT retry 4xx other than 429 (401, 404, 413)",
+            None,
+            16,
+            |o| o.requests.iter().any(|r| r.status == 413) && o.count_accepted_with("now") >= 2,
+            now_gauge,
+            || {
+                let seen = AtomicUsize::new(0);
+                Arc::new(move |_, d| {
+                    if !has(d, "now") {
+                        return Reply::ok();
+                    }
+                    match seen.fetch_add(1, Ordering::SeqCst) {
+                        0 => Reply::status(401),
+                        1 => Reply::status(404),
+                        2 => Reply::status(413),
+                        _ => Reply::ok(),
+                    }
+                })
+            },
+            |o| {
+                for status in [401, 404, 413] {
+                    let (at, ts) = first_refused(o, "now", status)?;
+                    if let Some(r) = resent(o, at, "now", &ts).first() {
+                        return Err(format!(
+                            "the samples answered {status} were sent again {:?} later",
+                            r.at - at
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        ),
+        case!(
+            "batching_many_series",
+            Must,
+            "RW §Protocol: every series of a large scrape arrives",
+            None,
+            10,
+            ok_when_up(2),
+            || Arc::new(|_| {
+                let mut b = String::from("# TYPE many gauge\n");
+                for i in 0..2500 {
+                    b.push_str(&format!("many{{i=\"{i}\",pod=\"pod-{}\"}} {i}\n", i % 50));
+                }
+                Exposition::text(b)
+            }),
+            accept_all,
+            |o| {
+                let mut seen = std::collections::HashSet::new();
+                for (_, s) in o.accepted().filter(|(_, s)| s.name() == "many") {
+                    let i = s.label("i").unwrap_or("");
+                    let want = i.parse::<f64>().map_err(|_| format!("many with i={i:?}"))?;
+                    if s.samples.iter().any(|x| x.1 != want) {
+                        return Err(format!("many{{i={i}}} carries the wrong value"));
+                    }
+                    seen.insert(i.to_owned());
+                }
+                if seen.len() == 2500 {
+                    Ok(())
+                } else {
+                    Err(format!("{} of the 2500 series arrived", seen.len()))
+                }
+            }
+        ),
         // ---- RW 2.0 ----
         case!(
             "rw2_symbol_table",
@@ -883,6 +953,61 @@ pub fn all() -> Vec<Case> {
                     Ok(())
                 } else {
                     Err("after 415 the data never arrived as RW 1.0".into())
+                }
+            }
+        ),
+        case!(
+            "rw2_2xx_without_written_headers_is_not_success",
+            Should,
+            "RW 2.0 §Responses: 2xx without *-Written headers SHOULD be treated as 415",
+            v2,
+            12,
+            never,
+            now_gauge,
+            || Arc::new(|_, d| match d {
+                Ok(d) if d.proto == WriteProto::V2 => Reply { written: false, ..Reply::ok() },
+                _ => Reply::ok(),
+            }),
+            |o| {
+                let first = o
+                    .requests
+                    .iter()
+                    .find(|r| r.series().iter().any(|s| s.name() == "now"))
+                    .ok_or("no request with now arrived")?;
+                let ts: Vec<i64> = first
+                    .series()
+                    .iter()
+                    .filter(|s| s.name() == "now")
+                    .flat_map(|s| s.samples.iter().map(|x| x.0))
+                    .collect();
+                if resent(o, first.at, "now", &ts).is_empty() {
+                    Err("the data answered 2xx without Written headers was taken as delivered (never sent again, nor as RW 1.0)".into())
+                } else {
+                    Ok(())
+                }
+            }
+        ),
+        case!(
+            "rw2_exemplars",
+            May,
+            "RW 2.0 §Exemplars: exemplars travel with their series",
+            v2,
+            8,
+            ok_when_up(2),
+            || Arc::new(|n| Exposition {
+                status: 200,
+                content_type: target::OPENMETRICS,
+                body: format!(
+                    "# TYPE req counter\n# HELP req Requests.\nreq_total {n} # {{trace_id=\"abc{n}\"}} 1.0\n# EOF\n"
+                ),
+            }),
+            accept_all,
+            |o| {
+                at_least_one(&o.samples("req_total", &[]), "req_total")?;
+                if o.accepted().any(|(_, s)| s.name() == "req_total" && s.exemplars > 0) {
+                    Ok(())
+                } else {
+                    Err("no exemplar arrived".into())
                 }
             }
         ),
@@ -1011,6 +1136,34 @@ pub fn all() -> Vec<Case> {
         }
     );
     crash.crash_at = Some(Duration::from_secs(6));
+    let mut removed = case!(
+        "staleness_removed_target",
+        Must,
+        "Prometheus staleness: a removed target's series are marked stale",
+        None,
+        30,
+        |o| o.samples("up", &[("job", "test")]).iter().any(|x| is_stale(x.1)),
+        gauge42,
+        accept_all,
+        |o| {
+            let up = up_values(o);
+            at_least_one(&up, "up")?;
+            if !up.iter().any(|x| is_stale(x.1)) {
+                return Err("the target left the file SD file but up got no stale marker".into());
+            }
+            if o.samples("gauge", &[]).iter().any(|x| is_stale(x.1)) {
+                Ok(())
+            } else {
+                Err("gauge got no stale marker when its target was removed".into())
+            }
+        }
+    );
+    // Once three scrapes arrived (Prometheus applies discovery changes every 5 s).
+    removed.remove_target_when = Some(|o| o.count_accepted_with("up") >= 3);
+    // Right after the classic staleness case.
+    let at =
+        cases.iter().position(|c| c.id == "staleness_disappearing_series").map_or(cases.len(), |i| i + 1);
+    cases.insert(at, removed);
     cases.push(crash);
     cases
 }

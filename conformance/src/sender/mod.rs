@@ -19,6 +19,7 @@ use ferry_protocol::WriteProto;
 
 use self::cases::{Case, Obs, now_ms};
 use self::profile::{Profile, Running, Slots};
+
 use crate::report::{CaseResult, Outcome};
 
 #[derive(Debug, Clone)]
@@ -60,10 +61,21 @@ pub fn run(opts: &Options) -> Vec<CaseResult> {
     results.into_iter().flatten().collect()
 }
 
+/// A free port for the sender's own listener, taken below Linux's ephemeral range (32768+)
+/// and never handed out twice by this process: a port from `bind(:0)` could be given by the
+/// kernel to one of the concurrent targets or receivers before the sender binds it.
 fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or_else(|_| "127.0.0.1:0".into(), |a| a.to_string())
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 50) * 200;
+    for _ in 0..10_000 {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10_000;
+        if let Ok(port) = u16::try_from(port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    "127.0.0.1:0".into()
 }
 
 fn run_case(rt: &tokio::runtime::Runtime, opts: &Options, case: &Case, n: usize) -> Outcome {
@@ -88,6 +100,7 @@ fn run_case(rt: &tokio::runtime::Runtime, opts: &Options, case: &Case, n: usize)
     }
     let slots = Slots {
         config: dir.join("config.yaml"),
+        targets_file: dir.join("targets.json"),
         data: dir.join("data"),
         target: target.addr.to_string(),
         url: sink.url(),
@@ -101,6 +114,7 @@ fn run_case(rt: &tokio::runtime::Runtime, opts: &Options, case: &Case, n: usize)
         Err(e) => return Outcome::Fail(format!("cannot start the sender: {e}")),
     };
     let mut crashed = false;
+    let mut removed = false;
     let observe = |sink: &sink::Sink| Obs {
         requests: sink.requests(),
         start_ms,
@@ -128,6 +142,15 @@ fn run_case(rt: &tokio::runtime::Runtime, opts: &Options, case: &Case, n: usize)
                 Err(e) => return Outcome::Fail(format!("cannot restart the sender: {e}")),
             };
             continue;
+        }
+        if let Some(when) = case.remove_target_when
+            && !removed
+            && when(&observe(&sink))
+        {
+            if let Err(e) = profile::set_targets(&slots, false) {
+                return Outcome::Fail(format!("harness: rewriting {}: {e}", slots.targets_file.display()));
+            }
+            removed = true;
         }
         if t0.elapsed() > Duration::from_secs(2) && case.crash_at.is_none() && (case.done)(&observe(&sink)) {
             break;

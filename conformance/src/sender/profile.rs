@@ -2,9 +2,11 @@
 //! sender (ferry-agent, Prometheus in agent mode, vmagent) or given by the user.
 //!
 //! Placeholders: `{binary}`, `{config}` (the written config file), `{data}` (a fresh data
-//! directory), `{target}` (`host:port` to scrape at `/metrics`), `{url}` (the receiver's write
-//! URL), `{listen}` (a free `127.0.0.1:port` for the sender's own HTTP server) and, in config
-//! templates, `{remote_write_extra}` (the lines that select Remote-Write 2.0, or nothing).
+//! directory), `{target}` (`host:port` to scrape at `/metrics`), `{targets_file}` (a file SD
+//! JSON file holding that target; cases empty it to remove the target), `{url}` (the
+//! receiver's write URL), `{listen}` (a free `127.0.0.1:port` for the sender's own HTTP
+//! server) and, in config templates, `{remote_write_extra}` (the lines that select
+//! Remote-Write 2.0, or nothing).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,8 +30,8 @@ const PROMETHEUS_CONFIG: &str = "global:
   scrape_timeout: 1s
 scrape_configs:
   - job_name: test
-    static_configs:
-      - targets: ['{target}']
+    file_sd_configs:
+      - files: ['{targets_file}']
 remote_write:
   - url: '{url}'
     queue_config: {min_backoff: 100ms, max_backoff: 2s, retry_on_http_429: true}
@@ -40,8 +42,8 @@ const VMAGENT_CONFIG: &str = "global:
   scrape_interval: 1s
 scrape_configs:
   - job_name: test
-    static_configs:
-      - targets: ['{target}']
+    file_sd_configs:
+      - files: ['{targets_file}']
 ";
 
 impl Profile {
@@ -98,6 +100,7 @@ impl Profile {
 #[derive(Debug, Clone)]
 pub struct Slots {
     pub config: PathBuf,
+    pub targets_file: PathBuf,
     pub data: PathBuf,
     pub target: String,
     pub url: String,
@@ -112,11 +115,21 @@ fn fill(template: &str, s: &Slots) -> String {
     };
     template
         .replace("{config}", &s.config.display().to_string())
+        .replace("{targets_file}", &s.targets_file.display().to_string())
         .replace("{data}", &s.data.display().to_string())
         .replace("{target}", &s.target)
         .replace("{url}", &s.url)
         .replace("{listen}", &s.listen)
         .replace("{remote_write_extra}", &extra)
+}
+
+/// Writes the file SD file: the target, or no target at all.
+pub fn set_targets(s: &Slots, present: bool) -> std::io::Result<()> {
+    let body = if present { format!("[{{\"targets\": [\"{}\"]}}]\n", s.target) } else { "[]\n".into() };
+    // Written whole and renamed, so a watcher never reads half a file.
+    let tmp = s.targets_file.with_extension("tmp");
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, &s.targets_file)
 }
 
 /// A running sender process.
@@ -132,6 +145,9 @@ impl Running {
     /// the sender itself). Its output goes to `{data}/../sender.log`.
     pub fn start(p: &Profile, s: &Slots) -> std::io::Result<Running> {
         std::fs::write(&s.config, fill(&p.config, s))?;
+        if !s.targets_file.exists() {
+            set_targets(s, true)?;
+        }
         std::fs::create_dir_all(&s.data)?;
         let command = fill(&p.command, s);
         let log = s.config.with_file_name("sender.log");

@@ -22,6 +22,7 @@ pub struct Series {
     /// (timestamp ms, value)
     pub samples: Vec<(i64, f64)>,
     pub histograms: usize,
+    pub exemplars: usize,
     /// RW2 only: (type, help, unit).
     pub metadata: Option<(i32, String, String)>,
 }
@@ -116,6 +117,7 @@ pub fn decode(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Decoded
                     labels: ts.labels.into_iter().map(|l| (l.name, l.value)).collect(),
                     samples: ts.samples.iter().map(|s| (s.timestamp, s.value)).collect(),
                     histograms: ts.histograms.len(),
+                    exemplars: ts.exemplars.len(),
                     metadata: None,
                 })
                 .collect();
@@ -147,6 +149,7 @@ pub fn decode(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Decoded
                     labels,
                     samples: ts.samples.iter().map(|s| (s.timestamp, s.value)).collect(),
                     histograms: ts.histograms.len(),
+                    exemplars: ts.exemplars.len(),
                     metadata,
                 });
             }
