@@ -813,12 +813,14 @@ pub fn all() -> Vec<Case> {
                 }
             }
         ),
+        // Prometheus sends every 5 s (batch_send_deadline) and starts ~5 s late (discovery
+        // batching): three refused requests and an accepted one take it ~25 s.
         case!(
             "no_retry_on_other_4xx",
             Must,
             "RW §Retries: MUST NOT retry 4xx other than 429 (401, 404, 413)",
             None,
-            16,
+            35,
             |o| o.requests.iter().any(|r| r.status == 413) && o.count_accepted_with("now") >= 2,
             now_gauge,
             || {
@@ -984,6 +986,27 @@ pub fn all() -> Vec<Case> {
                     Err("the data answered 2xx without Written headers was taken as delivered (never sent again, nor as RW 1.0)".into())
                 } else {
                     Ok(())
+                }
+            }
+        ),
+        case!(
+            "histogram_large_counts_unmixed",
+            Must,
+            "RW 2.0 §TimeSeries: samples or histograms, never both; counts exact",
+            None,
+            8,
+            ok_when_up(2),
+            || fixed(
+                "# HELP big A histogram.\n# TYPE big histogram\nbig_bucket{le=\"0.5\"} 400000000\nbig_bucket{le=\"+Inf\"} 1000000000\nbig_sum 250.5\nbig_count 1000000000\n"
+            ),
+            accept_all,
+            |o| {
+                all_equal(&o.samples("big_count", &[]), 1e9, "big_count")?;
+                all_equal(&o.samples("big_sum", &[]), 250.5, "big_sum")?;
+                all_equal(&o.samples("big_bucket", &[("le", "0.5")]), 4e8, "big_bucket{le=\"0.5\"}")?;
+                match o.accepted().find(|(_, s)| !s.samples.is_empty() && s.histograms > 0) {
+                    Some((_, s)) => Err(format!("{} carries both samples and histograms", s.name())),
+                    None => Ok(()),
                 }
             }
         ),
