@@ -420,6 +420,9 @@ fn prometheus_agent_mode_matches_its_known_results() {
     let verdicts = verdicts(&v);
     for (id, (result, reason)) in &verdicts {
         let want = match id.as_str() {
+            // Ferry's extensions are not Prometheus' promises: it passes the durability ones
+            // at this scale, and splits a scrape over requests when a batch fills up.
+            "atomic_scrape_requests" => continue,
             "retry_after_on_5xx" => "fail",
             id if id.starts_with("rw2_") || id == "headers_rw2" => "n/a",
             _ => "pass",

@@ -61,7 +61,8 @@ pub struct Case {
     pub clause: &'static str,
     /// Only meaningful for this protocol.
     pub only: Option<WriteProto>,
-    /// Longest run.
+    /// Longest run. Cases end as soon as `done` holds, so caps are generous: Prometheus starts
+    /// ~5 s late (discovery batching) and sends every 5 s (batch_send_deadline).
     pub run_for: Duration,
     /// Ends the run early once it holds (checked after two seconds).
     pub done: fn(&Obs) -> bool,
@@ -228,7 +229,7 @@ pub fn all() -> Vec<Case> {
     let v2 = Some(WriteProto::V2);
     let mut cases = vec![
         // ---- the classic suite (prometheus/compliance remote_write/sender) ----
-        case!("counter", Must, "classic #1 Counter", None, 8, ok_when_up(4), counter, accept_all, |o| {
+        case!("counter", Must, "classic #1 Counter", None, 20, ok_when_up(4), counter, accept_all, |o| {
             let v = o.samples("counter", &[]);
             at_least_one(&v, "counter")?;
             for (i, (t, x)) in v.iter().enumerate() {
@@ -240,7 +241,7 @@ pub fn all() -> Vec<Case> {
             }
             Ok(())
         }),
-        case!("gauge", Must, "classic #2 Gauge", None, 8, ok_when_up(4), now_gauge, accept_all, |o| {
+        case!("gauge", Must, "classic #2 Gauge", None, 20, ok_when_up(4), now_gauge, accept_all, |o| {
             let v = o.samples("now", &[]);
             at_least_one(&v, "now")?;
             match v.iter().find(|(t, x)| ((*t as f64) - x).abs() > 0.01 * (*t as f64)) {
@@ -255,7 +256,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #3 Histogram",
             None,
-            8,
+            20,
             ok_when_up(4),
             || fixed(
                 "# HELP histogram A histogram.\n# TYPE histogram histogram\nhistogram_bucket{le=\"1\"} 1\nhistogram_bucket{le=\"2\"} 2\nhistogram_bucket{le=\"+Inf\"} 2\nhistogram_sum 3\nhistogram_count 2\n"
@@ -288,7 +289,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #4 Summary",
             None,
-            8,
+            20,
             ok_when_up(4),
             || fixed(
                 "# HELP summary A summary.\n# TYPE summary summary\nsummary{quantile=\"0.5\"} 2\nsummary{quantile=\"0.9\"} 3\nsummary{quantile=\"0.99\"} 3\nsummary_sum 6\nsummary_count 3\n"
@@ -316,7 +317,7 @@ pub fn all() -> Vec<Case> {
                 Ok(())
             }
         ),
-        case!("up", Must, "classic #5 Up", None, 8, ok_when_up(2), gauge42, accept_all, |o| all_equal(
+        case!("up", Must, "classic #5 Up", None, 20, ok_when_up(2), gauge42, accept_all, |o| all_equal(
             &up_values(o),
             1.0,
             "up{job=\"test\"}"
@@ -326,13 +327,13 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #6 Invalid",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed("# this is not valid prometheus\n1234notvali}{ 444\n"),
             accept_all,
             |o| all_equal(&up_values(o), 0.0, "up{job=\"test\"}")
         ),
-        case!("job_label", Must, "classic #7 JobLabel", None, 8, ok_when_up(2), gauge42, accept_all, |o| {
+        case!("job_label", Must, "classic #7 JobLabel", None, 20, ok_when_up(2), gauge42, accept_all, |o| {
             at_least_one(&o.samples("gauge", &[("job", "test")]), "gauge{job=\"test\"}")
         }),
         case!(
@@ -340,7 +341,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #8 InstanceLabel",
             None,
-            8,
+            20,
             ok_when_up(2),
             gauge42,
             accept_all,
@@ -363,7 +364,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW 1.0 §Labels / RW 2.0 §Labels: sorted by name",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed("# HELP test A gauge\n# TYPE test gauge\ntest{b=\"2\",a=\"1\"} 1.0\n"),
             accept_all,
@@ -382,7 +383,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #10 RepeatedLabels; RW §Labels: names unique",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed("# HELP test A gauge\n# TYPE test gauge\ntest{a=\"1\",a=\"1\"} 1.0\n"),
             accept_all,
@@ -406,7 +407,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #11 EmptyLabels; RW §Labels: no empty values",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed("# HELP test A gauge\n# TYPE test gauge\ntest{a=\"\"} 1.0\n"),
             accept_all,
@@ -424,7 +425,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #12 NameLabel; RW §Labels: __name__",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed("{label=\"value\"} 1.0\n"),
             accept_all,
@@ -443,7 +444,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #13 HonorLabels (exported_ prefix)",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed("# HELP test A gauge\n# TYPE test gauge\ntest{job=\"original\",instance=\"foo\"} 1.0\n"),
             accept_all,
@@ -461,7 +462,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #14 Staleness: stale marker (exact bits)",
             None,
-            8,
+            20,
             |o| o.samples("stale", &[]).iter().any(|x| is_stale(x.1)),
             || Arc::new(|n| Exposition::text(if n == 0 {
                 "# TYPE stale gauge\nstale 1\ngauge 1\n".to_owned()
@@ -484,7 +485,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #15 Timestamp (per series, within the run)",
             None,
-            8,
+            20,
             ok_when_up(4),
             gauge42,
             accept_all,
@@ -510,7 +511,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW 1.0 §Protocol: headers",
             v1,
-            8,
+            20,
             ok_when_up(2),
             now_gauge,
             accept_all,
@@ -544,7 +545,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW 2.0 §Protocol: Content-Type, Content-Encoding, version, User-Agent",
             v2,
-            8,
+            20,
             ok_when_up(2),
             now_gauge,
             accept_all,
@@ -576,7 +577,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "classic #17 Ordering: per series in order",
             None,
-            10,
+            20,
             ok_when_up(4),
             || Arc::new(|_| {
                 let mut b = String::from("# TYPE test gauge\n");
@@ -602,7 +603,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW §Retries: MUST retry 5xx (classic #18)",
             None,
-            10,
+            20,
             |o| o.requests.iter().filter(|r| r.series().iter().any(|s| s.name() == "now")).count() >= 3,
             now_gauge,
             || fail_first("now", 1, || Reply::status(500)),
@@ -620,7 +621,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW §Retries: MUST NOT retry 4xx other than 429 (classic #19)",
             None,
-            8,
+            20,
             ok_when_up(4),
             now_gauge,
             || fail_first("now", 1, || Reply::status(400)),
@@ -664,7 +665,7 @@ pub fn all() -> Vec<Case> {
             May,
             "RW §Retries: MAY retry 429",
             None,
-            10,
+            20,
             |o| o.requests.iter().filter(|r| r.series().iter().any(|s| s.name() == "now")).count() >= 3,
             now_gauge,
             || fail_first("now", 1, || Reply::status(429)),
@@ -682,7 +683,7 @@ pub fn all() -> Vec<Case> {
             May,
             "RW 2.0 §Retries: MAY honour Retry-After (seconds)",
             None,
-            12,
+            20,
             |o| o.count_accepted_with("now") >= 2 && o.requests.iter().any(|r| r.status == 429),
             now_gauge,
             || fail_first("now", 1, || Reply {
@@ -705,7 +706,7 @@ pub fn all() -> Vec<Case> {
             May,
             "RW 2.0 §Retries: MAY honour Retry-After (HTTP-date) on 429",
             None,
-            12,
+            20,
             |o| o.count_accepted_with("now") >= 2 && o.requests.iter().any(|r| r.status == 429),
             now_gauge,
             || fail_first("now", 1, || Reply {
@@ -729,7 +730,7 @@ pub fn all() -> Vec<Case> {
             May,
             "RW 2.0 §Retries: MAY honour Retry-After on 5xx",
             None,
-            12,
+            20,
             |o| o.count_accepted_with("now") >= 2 && o.requests.iter().any(|r| r.status == 503),
             now_gauge,
             || fail_first("now", 1, || Reply {
@@ -752,7 +753,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW §Protocol: snappy block format, valid protobuf",
             None,
-            8,
+            20,
             ok_when_up(2),
             gauge42,
             accept_all,
@@ -771,7 +772,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW §Samples: NaN and ±Inf are carried",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed(
                 "# TYPE pos gauge\npos +Inf\n# TYPE neg gauge\nneg -Inf\n# TYPE nan gauge\nnan NaN\n# TYPE small gauge\nsmall 2.2250738585072014e-308\n"
@@ -793,7 +794,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "Prometheus staleness: a failed scrape stales its series",
             None,
-            10,
+            20,
             |o| o.samples("g", &[]).iter().any(|x| is_stale(x.1)),
             || Arc::new(|n| if n < 2 {
                 Exposition::text("# TYPE g gauge\ng 1\n")
@@ -855,7 +856,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW §Protocol: every series of a large scrape arrives",
             None,
-            10,
+            20,
             ok_when_up(2),
             || Arc::new(|_| {
                 let mut b = String::from("# TYPE many gauge\n");
@@ -888,7 +889,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW 2.0 §Symbols: symbols[0] is \"\", every ref resolves",
             v2,
-            8,
+            20,
             ok_when_up(2),
             gauge42,
             accept_all,
@@ -914,7 +915,7 @@ pub fn all() -> Vec<Case> {
             Should,
             "RW 2.0 §Metadata: type and help per series",
             v2,
-            8,
+            20,
             ok_when_up(2),
             gauge42,
             accept_all,
@@ -935,7 +936,7 @@ pub fn all() -> Vec<Case> {
             May,
             "RW 2.0 §Responses: MAY retry 415 with another content type",
             v2,
-            12,
+            20,
             |o| o
                 .requests
                 .iter()
@@ -994,7 +995,7 @@ pub fn all() -> Vec<Case> {
             Must,
             "RW 2.0 §TimeSeries: samples or histograms, never both; counts exact",
             None,
-            8,
+            20,
             ok_when_up(2),
             || fixed(
                 "# HELP big A histogram.\n# TYPE big histogram\nbig_bucket{le=\"0.5\"} 400000000\nbig_bucket{le=\"+Inf\"} 1000000000\nbig_sum 250.5\nbig_count 1000000000\n"
@@ -1015,7 +1016,7 @@ pub fn all() -> Vec<Case> {
             May,
             "RW 2.0 §Exemplars: exemplars travel with their series",
             v2,
-            8,
+            20,
             ok_when_up(2),
             || Arc::new(|n| Exposition {
                 status: 200,
@@ -1070,7 +1071,7 @@ pub fn all() -> Vec<Case> {
             Extension,
             "Ferry: each scrape arrives in one request",
             None,
-            8,
+            20,
             ok_when_up(4),
             || Arc::new(|_| {
                 let mut b = String::from("# TYPE test gauge\n");
