@@ -22,6 +22,7 @@ pub mod rw2;
 pub mod snappy;
 pub mod stale;
 pub mod symbols;
+pub mod time;
 
 pub use headers::WriteProto;
 pub use labels::{Label, LabelError, LabelSet, METRIC_NAME, NameValidation};

@@ -179,6 +179,21 @@ fn per_series_increasing(o: &Obs) -> Result<(), String> {
     Ok(())
 }
 
+/// Every series of a classic histogram or summary carries its value, and all arrived the same
+/// number of times (a scrape is never delivered in part).
+fn whole_family(o: &Obs, want: &[Expected], family: &str) -> Result<(), String> {
+    let mut counts = Vec::new();
+    for &(name, with, value) in want {
+        let v = o.samples(name, with);
+        all_equal(&v, value, name)?;
+        counts.push(v.len());
+    }
+    if counts.iter().any(|&c| c != counts[0]) {
+        return Err(format!("the {family} series arrived with different sample counts {counts:?}"));
+    }
+    Ok(())
+}
+
 fn up_values(o: &Obs) -> Vec<(i64, f64)> {
     o.samples("up", &[("job", "test")])
 }
@@ -270,18 +285,7 @@ pub fn all() -> Vec<Case> {
                     ("histogram_sum", &[], 3.0),
                     ("histogram_count", &[], 2.0),
                 ];
-                let mut counts = Vec::new();
-                for (name, with, value) in want {
-                    let v = o.samples(name, with);
-                    all_equal(&v, value, name)?;
-                    counts.push(v.len());
-                }
-                if counts.iter().any(|&c| c != counts[0]) {
-                    return Err(format!(
-                        "the five histogram series arrived with different sample counts {counts:?}"
-                    ));
-                }
-                Ok(())
+                whole_family(o, &want, "histogram")
             }
         ),
         case!(
@@ -303,18 +307,7 @@ pub fn all() -> Vec<Case> {
                     ("summary_sum", &[], 6.0),
                     ("summary_count", &[], 3.0),
                 ];
-                let mut counts = Vec::new();
-                for (name, with, value) in want {
-                    let v = o.samples(name, with);
-                    all_equal(&v, value, name)?;
-                    counts.push(v.len());
-                }
-                if counts.iter().any(|&c| c != counts[0]) {
-                    return Err(format!(
-                        "the five summary series arrived with different sample counts {counts:?}"
-                    ));
-                }
-                Ok(())
+                whole_family(o, &want, "summary")
             }
         ),
         case!("up", Must, "classic #5 Up", None, 20, ok_when_up(2), gauge42, accept_all, |o| all_equal(
@@ -1192,42 +1185,15 @@ pub fn all() -> Vec<Case> {
     cases
 }
 
-/// An RFC 7231 IMF-fixdate.
+/// An IMF-fixdate for `Retry-After`.
 fn http_date(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(m - 1) as usize],
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
+    ferry_protocol::time::format_http_date(
+        t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
     )
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn http_date_formats_rfc7231() {
-        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
-        assert_eq!(super::http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
-    }
-
     #[test]
     fn case_ids_are_unique() {
         let mut ids: Vec<&str> = super::all().iter().map(|c| c.id).collect();
