@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,20 +98,7 @@ impl Receiver {
         let mut r = BufReader::new(conn.try_clone().unwrap());
         let mut w = conn;
         loop {
-            let mut line = String::new();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let mut headers = BTreeMap::new();
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-                }
-            }
+            let Some((_, headers)) = read_head(&mut r) else { return };
             let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
             let mut body = vec![0; len];
             if r.read_exact(&mut body).is_err() {

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub struct Request {
     pub path: String,
     pub query: HashMap<String, String>,
     /// Header names lower-cased.
-    pub headers: HashMap<String, String>,
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Request {
@@ -219,21 +219,8 @@ impl KubeApi {
 
     fn serve(&self, conn: TcpStream) {
         let mut r = BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        if r.read_line(&mut line).is_err() {
-            return;
-        }
+        let Some((line, headers)) = super::read_head(&mut r) else { return };
         let target = line.split(' ').nth(1).unwrap_or("/").to_owned();
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            }
-        }
         let (path, q) = target.split_once('?').unwrap_or((&target, ""));
         let query: HashMap<String, String> = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
         let req = Request { path: path.to_owned(), query, headers };

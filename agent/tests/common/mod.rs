@@ -4,7 +4,7 @@
 
 pub mod kube_api;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,26 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Reads an HTTP/1.1 request head: the request line and the headers (names lower-cased).
+/// None at the end of the stream.
+pub fn read_head(r: &mut impl BufRead) -> Option<(String, BTreeMap<String, String>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    Some((line, headers))
+}
 
 // ---------------------------------------------------------------------------------------------
 // A scriptable target server.
@@ -50,7 +70,7 @@ impl Reply {
 pub struct Target {
     pub addr: String,
     pub reply: Arc<Mutex<Reply>>,
-    pub requests: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    pub requests: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
 }
 
 impl Target {
@@ -74,20 +94,7 @@ impl Target {
 
     pub fn serve(&self, mut conn: TcpStream) {
         let mut r = BufReader::new(conn.try_clone().unwrap());
-        let mut headers = HashMap::new();
-        let mut line = String::new();
-        if r.read_line(&mut line).is_err() {
-            return;
-        }
-        loop {
-            line.clear();
-            if r.read_line(&mut line).is_err() || line.trim().is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            }
-        }
+        let Some((_, headers)) = read_head(&mut r) else { return };
         self.requests.lock().unwrap().push(headers);
         let reply = self.reply.lock().unwrap().clone();
         std::thread::sleep(reply.delay);
