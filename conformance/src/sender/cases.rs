@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use ferry_protocol::{WriteProto, is_stale};
+use ferry_protocol::{WriteProto, headers, is_stale};
 
 use super::sink::{self, Decoded, Reply, Request, Series};
 use super::target::{self, Exposition};
@@ -205,6 +205,42 @@ fn retry_after_honoured(o: &Obs, status: u16) -> Result<(), String> {
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Every request carries the headers of its protocol: Content-Type (RW1 may leave out
+/// `proto=`), `Content-Encoding: snappy`, the version (RW1 exactly 0.1.0, RW2 any 2.0.x) and
+/// a User-Agent.
+fn spec_headers(o: &Obs, proto: WriteProto) -> Result<(), String> {
+    at_least_one(&o.samples("now", &[]), "now")?;
+    for r in &o.requests {
+        let ct = r.header("content-type").unwrap_or("");
+        let compact = ct.replace(' ', "");
+        let ct_ok = match proto {
+            WriteProto::V1 => {
+                ct == headers::CONTENT_TYPE_RW1 || compact == headers::CONTENT_TYPE_RW1_EXPLICIT
+            }
+            WriteProto::V2 => compact == headers::CONTENT_TYPE_RW2,
+        };
+        if !ct_ok {
+            return Err(format!("Content-Type {ct:?}"));
+        }
+        if r.header("content-encoding") != Some(headers::CONTENT_ENCODING_SNAPPY) {
+            return Err(format!("Content-Encoding {:?}", r.header("content-encoding")));
+        }
+        let version = r.header("x-prometheus-remote-write-version");
+        let version_ok = match proto {
+            WriteProto::V1 => version == Some(headers::VERSION_RW1),
+            WriteProto::V2 => version.is_some_and(|v| v.starts_with("2.0")),
+        };
+        if !version_ok {
+            let want = if proto == WriteProto::V1 { headers::VERSION_RW1 } else { "2.0.x" };
+            return Err(format!("X-Prometheus-Remote-Write-Version {version:?}, want {want}"));
+        }
+        if r.header("user-agent").is_none_or(str::is_empty) {
+            return Err("no User-Agent".into());
+        }
+    }
+    Ok(())
 }
 
 fn up_values(o: &Obs) -> Vec<(i64, f64)> {
@@ -521,30 +557,7 @@ pub fn all() -> Vec<Case> {
             ok_when_up(2),
             now_gauge,
             accept_all,
-            |o| {
-                at_least_one(&o.samples("now", &[]), "now")?;
-                for r in &o.requests {
-                    let ct = r.header("content-type").unwrap_or("");
-                    if ct != "application/x-protobuf"
-                        && ct.replace(' ', "") != "application/x-protobuf;proto=prometheus.WriteRequest"
-                    {
-                        return Err(format!("Content-Type {ct:?}"));
-                    }
-                    if r.header("content-encoding") != Some("snappy") {
-                        return Err(format!("Content-Encoding {:?}", r.header("content-encoding")));
-                    }
-                    if r.header("x-prometheus-remote-write-version") != Some("0.1.0") {
-                        return Err(format!(
-                            "X-Prometheus-Remote-Write-Version {:?}, want 0.1.0",
-                            r.header("x-prometheus-remote-write-version")
-                        ));
-                    }
-                    if r.header("user-agent").is_none_or(str::is_empty) {
-                        return Err("no User-Agent".into());
-                    }
-                }
-                Ok(())
-            }
+            |o| spec_headers(o, WriteProto::V1)
         ),
         case!(
             "headers_rw2",
@@ -555,28 +568,7 @@ pub fn all() -> Vec<Case> {
             ok_when_up(2),
             now_gauge,
             accept_all,
-            |o| {
-                at_least_one(&o.samples("now", &[]), "now")?;
-                for r in &o.requests {
-                    let ct = r.header("content-type").unwrap_or("").replace(' ', "");
-                    if ct != "application/x-protobuf;proto=io.prometheus.write.v2.Request" {
-                        return Err(format!("Content-Type {ct:?}"));
-                    }
-                    if r.header("content-encoding") != Some("snappy") {
-                        return Err(format!("Content-Encoding {:?}", r.header("content-encoding")));
-                    }
-                    if !r.header("x-prometheus-remote-write-version").is_some_and(|v| v.starts_with("2.0")) {
-                        return Err(format!(
-                            "X-Prometheus-Remote-Write-Version {:?}, want 2.0.x",
-                            r.header("x-prometheus-remote-write-version")
-                        ));
-                    }
-                    if r.header("user-agent").is_none_or(str::is_empty) {
-                        return Err("no User-Agent".into());
-                    }
-                }
-                Ok(())
-            }
+            |o| spec_headers(o, WriteProto::V2)
         ),
         case!(
             "ordering_with_slow_receiver",
