@@ -190,7 +190,7 @@ async fn drive<W: Wire>(client: Client, key: WatchKey, shared: Weak<Shared<W>>) 
             }
             Err(e) => {
                 sh.errors.fetch_add(1, Ordering::Relaxed);
-                let msg = error_text(&e);
+                let msg = crate::scrape::fetch::error_chain(&e);
                 tracing::warn!(resource = key.resource, namespace = ?key.namespace, error = %msg, "kubernetes_sd: watch failed; retrying with backoff");
                 *sh.last_error.lock().expect("error lock") = Some(msg);
                 false
@@ -200,18 +200,4 @@ async fn drive<W: Wire>(client: Client, key: WatchKey, shared: Weak<Shared<W>>) 
             sh.wake();
         }
     }
-}
-
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
 }
