@@ -17,7 +17,7 @@ use crate::report::Level;
 /// What a run left behind.
 #[derive(Debug)]
 pub struct Obs {
-    pub requests: Vec<Request>,
+    pub requests: Vec<Arc<Request>>,
     pub start_ms: i64,
     pub end_ms: i64,
     pub proto: WriteProto,
@@ -27,7 +27,7 @@ pub struct Obs {
 impl Obs {
     /// Series of accepted requests, in arrival order.
     pub fn accepted(&self) -> impl Iterator<Item = (&Request, &Series)> {
-        self.requests.iter().filter(|r| r.accepted()).flat_map(|r| r.series().iter().map(move |s| (r, s)))
+        self.requests.iter().filter(|r| r.accepted()).flat_map(|r| r.series().iter().map(move |s| (&**r, s)))
     }
 
     /// (timestamp, value) of every accepted sample of series named `name` whose labels include
@@ -159,6 +159,7 @@ fn resent<'a>(o: &'a Obs, after: Instant, name: &str, ts: &[i64]) -> Vec<&'a Req
         .filter(|r| {
             r.series().iter().any(|s| s.name() == name && s.samples.iter().any(|x| ts.contains(&x.0)))
         })
+        .map(|r| &**r)
         .collect()
 }
 

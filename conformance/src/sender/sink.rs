@@ -161,7 +161,7 @@ pub fn decode(headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Decoded
 #[derive(Clone)]
 struct Shared {
     script: Script,
-    log: Arc<Mutex<Vec<Request>>>,
+    log: Arc<Mutex<Vec<Arc<Request>>>>,
     /// Set when the server must stop listening for a while.
     outage: Arc<Mutex<Option<Duration>>>,
     wake: Arc<tokio::sync::Notify>,
@@ -184,7 +184,13 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
         )),
         _ => None,
     };
-    s.log.lock().expect("log lock").push(Request { at, headers, body, decoded, status: reply.status });
+    s.log.lock().expect("log lock").push(Arc::new(Request {
+        at,
+        headers,
+        body,
+        decoded,
+        status: reply.status,
+    }));
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
@@ -212,7 +218,7 @@ async fn handle(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Res
 #[derive(Debug)]
 pub struct Sink {
     pub addr: SocketAddr,
-    log: Arc<Mutex<Vec<Request>>>,
+    log: Arc<Mutex<Vec<Arc<Request>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -238,7 +244,9 @@ impl Sink {
         format!("http://{}/api/v1/write", self.addr)
     }
 
-    pub fn requests(&self) -> Vec<Request> {
+    /// The requests so far (shared, so that a case can look at them often without copying
+    /// what they decoded to).
+    pub fn requests(&self) -> Vec<Arc<Request>> {
         self.log.lock().expect("log lock").clone()
     }
 }
