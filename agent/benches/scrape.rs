@@ -118,7 +118,11 @@ fn main() {
         let start = Instant::now();
         let mut samples = 0usize;
         for i in 0..iters {
-            let b = st.scrape(&job, fetched(&bodies[i % bodies.len()]), 2000 + i as i64 * 15_000, 0, 0.0);
+            // `now` is the scrape time: a `now` behind it would drop every sample as too far
+            // in the future and leave only the report series to count.
+            let ts = 2000 + i as i64 * 15_000;
+            let b = st.scrape(&job, fetched(&bodies[i % bodies.len()]), ts, ts, 0.0);
+            assert_eq!(b.samples.len(), series + 5, "every sample is appended");
             samples += b.samples.len();
             std::hint::black_box(&b);
         }
