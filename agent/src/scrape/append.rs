@@ -5,7 +5,14 @@
 //! The cache is keyed by the raw series text as exposed. A hit yields the built, relabeled,
 //! validated series (or "dropped") without touching the labels again; only new texts pay for
 //! parsing and relabeling.
+//!
+//! The key is a 128-bit fingerprint of that text (XXH3, seeded per target from the process's
+//! random state), not the text: keeping the text would cost another copy of every series'
+//! labels. Two texts would have to collide in 128 seeded bits to be confused, odds of about
+//! n²/2¹²⁹ for n series (below 10⁻²⁸ for a million), and a target cannot aim for a collision
+//! without knowing the seed.
 
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,6 +53,37 @@ struct CacheEntry {
     announced: bool,
 }
 
+/// A series-cache key: the seeded fingerprint of a raw series text and its normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint(u128);
+
+impl Hash for Fingerprint {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 as u64);
+    }
+}
+
+/// The fingerprint is already a uniform hash; the table uses 64 bits of it as they are.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Fingerprint` is hashed with this, through `write_u64`.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type SeriesCache = HashMap<Fingerprint, CacheEntry, BuildHasherDefault<PassThrough>>;
+
 /// Scrapes an entry may go unseen before the cache forgets it.
 const EVICT_AFTER: u32 = 20;
 
@@ -69,7 +107,9 @@ pub enum Fetched<'a> {
 /// Per-target state kept across scrapes.
 #[derive(Debug)]
 pub struct TargetState {
-    cache: [HashMap<Box<str>, CacheEntry>; 3],
+    cache: SeriesCache,
+    /// Seeds the fingerprints; see the module header.
+    seed: u64,
     /// The current scrape's generation; the previous scrape's is `generation - 1`.
     generation: u32,
     metadata: HashMap<String, BatchMetadata>,
@@ -81,7 +121,7 @@ pub struct TargetState {
     hash: u64,
 }
 
-fn norm_index(n: Norm) -> usize {
+fn norm_index(n: Norm) -> u64 {
     match n {
         Norm::None => 0,
         Norm::Le => 1,
@@ -101,6 +141,7 @@ impl TargetState {
             .collect();
         TargetState {
             cache: Default::default(),
+            seed: std::collections::hash_map::RandomState::new().hash_one(hash),
             generation: 1,
             metadata: HashMap::new(),
             report,
@@ -113,7 +154,12 @@ impl TargetState {
 
     /// Series in the cache (for self-metrics).
     pub fn cached_series(&self) -> usize {
-        self.cache.iter().map(HashMap::len).sum()
+        self.cache.len()
+    }
+
+    /// The cache key of a raw series text under a normalisation (which changes its labels).
+    fn fingerprint(&self, raw: &str, norm: Norm) -> Fingerprint {
+        Fingerprint(xxhash_rust::xxh3::xxh3_128_with_seed(raw.as_bytes(), self.seed ^ norm_index(norm)))
     }
 
     /// Builds the final labels of a newly seen raw series, or `Ok(None)` if relabeling drops
@@ -256,16 +302,14 @@ impl TargetState {
         // Stale markers for series tracked by the previous scrape and not by this one.
         let (g, prev) = (self.generation, self.generation - 1);
         let first_marker = out.samples.len();
-        for cache in &mut self.cache {
-            for e in cache.values() {
-                if let (Some(d), true) = (&e.series, e.tracked == prev) {
-                    out.samples.push(BatchSample { series: d.id, timestamp: ts, value: STALE_NAN });
-                }
+        for e in self.cache.values() {
+            if let (Some(d), true) = (&e.series, e.tracked == prev) {
+                out.samples.push(BatchSample { series: d.id, timestamp: ts, value: STALE_NAN });
             }
-            // Forget what has not been seen for a while, so churn does not grow the cache.
-            if g % 16 == 0 {
-                cache.retain(|_, e| g.saturating_sub(e.seen) < EVICT_AFTER || e.tracked + 1 >= g);
-            }
+        }
+        // Forget what has not been seen for a while, so churn does not grow the cache.
+        if g % 16 == 0 {
+            self.cache.retain(|_, e| g.saturating_sub(e.seen) < EVICT_AFTER || e.tracked + 1 >= g);
         }
         // Hash order is arbitrary; series-id order (first-seen order) is stable.
         out.samples[first_marker..].sort_unstable_by_key(|s| s.series);
@@ -336,9 +380,10 @@ impl TargetState {
                 Entry::Sample(s) => s,
             };
             counts.scraped += 1;
-            let ci = norm_index(s.norm);
-            let new = !self.cache[ci].contains_key(s.series);
-            if new {
+            let fp = self.fingerprint(s.series, s.norm);
+            let mut new = false;
+            if !self.cache.contains_key(&fp) {
+                new = true;
                 let series = match self.build(job, s.series, s.norm, format) {
                     Ok(None) => None,
                     Ok(Some(ls)) => {
@@ -349,11 +394,10 @@ impl TargetState {
                         break;
                     }
                 };
-                self.cache[ci]
-                    .insert(s.series.into(), CacheEntry { series, seen: 0, tracked: 0, announced: false });
+                self.cache.insert(fp, CacheEntry { series, seen: 0, tracked: 0, announced: false });
             }
             let generation = self.generation;
-            let e = self.cache[ci].get_mut(s.series).expect("inserted above");
+            let e = self.cache.get_mut(&fp).expect("inserted above");
             let Some(def) = &e.series else { continue };
             counts.post_relabel += 1;
             let explicit = s.timestamp.is_some() && job.honor_timestamps;
@@ -425,8 +469,7 @@ impl TargetState {
         let last = self.generation;
         let mut ids: Vec<u64> = self
             .cache
-            .iter()
-            .flat_map(|c| c.values())
+            .values()
             .filter(|e| e.tracked == last)
             .filter_map(|e| e.series.as_ref().map(|d| d.id))
             .collect();
@@ -446,8 +489,7 @@ impl TargetState {
     pub fn labels_of(&self, id: u64) -> Option<Arc<LabelSet>> {
         self.report.iter().find(|d| d.id == id).map(|d| d.labels.clone()).or_else(|| {
             self.cache
-                .iter()
-                .flat_map(|c| c.values())
+                .values()
                 .find_map(|e| e.series.as_ref().filter(|d| d.id == id).map(|d| d.labels.clone()))
         })
     }
