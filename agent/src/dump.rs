@@ -2,17 +2,16 @@
 //! with every sample's full labels, so a person or a test can see exactly what a scrape
 //! produced. Stale markers are written as the string `"StaleNaN"`.
 
-use std::sync::Arc;
-
-use ferry_protocol::{LabelSet, is_stale};
+use ferry_protocol::is_stale;
 use hashbrown::HashMap;
 use serde_json::{Value, json};
 
 use crate::scrape::batch::ScrapeBatch;
+use crate::series_labels::SeriesLabels;
 
 #[derive(Debug, Default)]
 pub struct Dumper {
-    series: HashMap<u64, Arc<LabelSet>>,
+    series: HashMap<u64, SeriesLabels>,
 }
 
 fn value(v: f64) -> Value {
@@ -38,7 +37,7 @@ impl Dumper {
             .map(|s| {
                 let labels = self.series.get(&s.series).map_or(Value::Null, |ls| {
                     Value::Object(
-                        ls.iter().map(|l| (l.name.clone(), Value::String(l.value.clone()))).collect(),
+                        ls.iter().map(|l| (l.name.to_owned(), Value::String(l.value.to_owned()))).collect(),
                     )
                 });
                 json!({"labels": labels, "t": s.timestamp, "v": value(s.value)})

@@ -19,5 +19,6 @@ pub mod labels;
 pub mod relabel;
 pub mod remote;
 pub mod scrape;
+pub mod series_labels;
 pub mod telemetry;
 pub mod wal;

@@ -9,11 +9,12 @@ use ferry_protocol::LabelSet;
 use ferry_protocol::{SymbolTable, rw1, rw2};
 
 use crate::scrape::parse::MetricType;
+use crate::series_labels::SeriesLabels;
 
 /// A series' share of a request.
 #[derive(Debug, Clone)]
 pub struct SeriesData {
-    pub labels: Arc<LabelSet>,
+    pub labels: SeriesLabels,
     /// (timestamp ms, value), ascending.
     pub samples: Vec<(i64, f64)>,
     pub exemplars: Vec<(LabelSet, f64, i64)>,
@@ -26,13 +27,13 @@ pub struct SeriesData {
 /// Sets `start_timestamp` of counter, summary and histogram series from the `<family>_created`
 /// series scraped alongside them (same labels, `le` and `quantile` aside).
 pub fn apply_created(series: &mut [SeriesData]) {
-    fn key(ls: &LabelSet, family: &str) -> String {
+    fn key(ls: &SeriesLabels, family: &str) -> String {
         let mut k = family.to_owned();
-        for l in ls.iter().filter(|l| !matches!(l.name.as_str(), "__name__" | "le" | "quantile")) {
+        for l in ls.iter().filter(|l| !matches!(l.name, "__name__" | "le" | "quantile")) {
             k.push('\u{0}');
-            k.push_str(&l.name);
+            k.push_str(l.name);
             k.push('=');
-            k.push_str(&l.value);
+            k.push_str(l.value);
         }
         k
     }
@@ -89,7 +90,7 @@ impl Payload {
                 .series
                 .iter()
                 .map(|s| rw1::TimeSeries {
-                    labels: s.labels.as_slice().to_vec(),
+                    labels: s.labels.to_label_set().into_vec(),
                     samples: s
                         .samples
                         .iter()
@@ -132,7 +133,7 @@ impl Payload {
             .iter()
             .map(|s| {
                 let mut labels_refs = Vec::with_capacity(s.labels.len() * 2);
-                table.symbolize_labels(s.labels.as_ref(), &mut labels_refs);
+                table.symbolize_labels(&s.labels.to_label_set(), &mut labels_refs);
                 let exemplars = s
                     .exemplars
                     .iter()
@@ -183,7 +184,7 @@ mod tests {
 
     #[test]
     fn rw1_and_rw2_carry_the_same_series() {
-        let ls = Arc::new(LabelSet::from_pairs([("__name__", "up"), ("job", "j")]).unwrap());
+        let ls = SeriesLabels::from_set(&LabelSet::from_pairs([("__name__", "up"), ("job", "j")]).unwrap());
         let p = Payload {
             series: vec![SeriesData {
                 labels: ls.clone(),
@@ -195,13 +196,13 @@ mod tests {
             metadata: vec![],
         };
         let r1 = p.rw1(false);
-        assert_eq!(r1.timeseries[0].labels, ls.as_slice());
+        assert_eq!(r1.timeseries[0].labels, ls.to_label_set().as_slice());
         assert!(r1.timeseries[0].exemplars.is_empty());
         assert!(ferry_protocol::is_stale(r1.timeseries[0].samples[1].value));
         let mut t = SymbolTable::new();
         let r2 = p.rw2(&mut t);
         assert_eq!(r2.symbols[0], "");
-        assert_eq!(resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(), *ls);
+        assert_eq!(resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(), ls.to_label_set());
         assert_eq!(r2.timeseries[0].metadata.unwrap().r#type, 2);
         assert_eq!(r2.timeseries[0].exemplars.len(), 1);
         assert!(family_candidates("http_requests_total").any(|f| f == "http_requests"));
@@ -210,7 +211,7 @@ mod tests {
     #[test]
     fn created_series_become_start_timestamps() {
         let sd = |pairs: &[(&str, &str)], v: f64| SeriesData {
-            labels: Arc::new(LabelSet::from_pairs(pairs.iter().copied()).unwrap()),
+            labels: SeriesLabels::from_set(&LabelSet::from_pairs(pairs.iter().copied()).unwrap()),
             samples: vec![(2_000_000, v)],
             exemplars: vec![],
             metadata: None,

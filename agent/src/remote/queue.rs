@@ -28,6 +28,7 @@ use crate::relabel;
 use crate::scrape::fetch::Fetcher;
 use crate::scrape::parse::MetricType;
 use crate::scrape::scrape_loop::now_ms;
+use crate::series_labels::SeriesLabels;
 use crate::wal::{Pos, Wal};
 
 /// Counters and gauges of one endpoint, exported as `ferry_remote_*{endpoint=…}`.
@@ -277,7 +278,7 @@ pub async fn run(
     let mut floor = start;
     let mut last_ack_write = Instant::now();
     let mut pending: HashMap<usize, Job> = HashMap::new();
-    let mut series: HashMap<u64, Option<Arc<LabelSet>>> = HashMap::new();
+    let mut series: HashMap<u64, Option<SeriesLabels>> = HashMap::new();
     let mut families: HashMap<String, Arc<(MetricType, String, String)>> = HashMap::new();
     let mut period = Instant::now();
     let mut kept_up = false;
@@ -410,13 +411,14 @@ pub async fn run(
                         // Nothing changes the labels: share the WAL's copy.
                         Some(raw.clone())
                     } else {
-                        let mut b = Builder::from_set(raw);
+                        let mut b = Builder::from_set(&raw.to_label_set());
                         for l in &external {
                             if b.get(&l.name).is_empty() {
                                 b.set(&l.name, &l.value);
                             }
                         }
-                        relabel::process(&cfg.write_relabel, &mut b).then(|| Arc::new(b.labels()))
+                        relabel::process(&cfg.write_relabel, &mut b)
+                            .then(|| SeriesLabels::from_set(&b.labels()))
                     };
                     series.insert(s.series, kept.clone());
                     kept

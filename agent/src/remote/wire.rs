@@ -120,7 +120,10 @@ pub fn rw2(p: &Payload, table: &mut SymbolTable, series_buf: &mut Vec<u8>, out: 
     let mut ex_refs: Vec<Vec<u32>> = Vec::new();
     for s in &p.series {
         refs.clear();
-        table.symbolize_labels(s.labels.as_ref(), &mut refs);
+        for l in &s.labels {
+            refs.push(table.symbolize(l.name));
+            refs.push(table.symbolize(l.value));
+        }
         let refs_len: usize = refs.iter().map(|&r| varint_len(r as u64)).sum();
         let samples_len: usize =
             s.samples.iter().map(|&(t, _)| field_len(2, sample_len(t, s.start_timestamp))).sum();
@@ -192,7 +195,11 @@ mod tests {
     use crate::scrape::parse::MetricType;
 
     fn payload() -> Payload {
-        let ls = |pairs: &[(&str, &str)]| Arc::new(LabelSet::from_pairs(pairs.iter().copied()).unwrap());
+        let ls = |pairs: &[(&str, &str)]| {
+            crate::series_labels::SeriesLabels::from_set(
+                &LabelSet::from_pairs(pairs.iter().copied()).unwrap(),
+            )
+        };
         Payload {
             series: vec![
                 SeriesData {

@@ -25,6 +25,7 @@ use super::parse::{Entry, Format, MetricType, Norm, Parser, parse_series};
 use crate::config::Job;
 use crate::labels::Builder;
 use crate::relabel;
+use crate::series_labels::SeriesLabels;
 
 /// Samples more than this far in the future are dropped (not fatal), as Prometheus does.
 const MAX_FUTURE_MS: i64 = 10 * 60_000;
@@ -44,13 +45,37 @@ pub const REPORT_NAMES: [&str; 8] = [
 /// A series-cache entry. Scrape generations replace per-scrape sets: `seen` detects a
 /// duplicate line within one scrape, `tracked` says which scrape last counted the series for
 /// staleness, so the hit path is one hash lookup and a few stores.
+///
+/// Whether the definition went out is bit 31 of `seen` rather than a field of its own: with
+/// the 16-byte key that keeps a table slot at 48 bytes instead of 64. (Generations reach bit
+/// 31 after 2³¹ scrapes, 68 years at one a second.)
 #[derive(Debug, Clone)]
 struct CacheEntry {
     /// `None`: metric relabeling drops this series.
     series: Option<SeriesDef>,
     seen: u32,
     tracked: u32,
-    announced: bool,
+}
+
+const ANNOUNCED: u32 = 1 << 31;
+
+impl CacheEntry {
+    fn new(series: Option<SeriesDef>) -> CacheEntry {
+        CacheEntry { series, seen: 0, tracked: 0 }
+    }
+    /// The generation that last saw this series.
+    fn seen(&self) -> u32 {
+        self.seen & !ANNOUNCED
+    }
+    fn set_seen(&mut self, generation: u32) {
+        self.seen = (self.seen & ANNOUNCED) | generation;
+    }
+    fn announced(&self) -> bool {
+        self.seen & ANNOUNCED != 0
+    }
+    fn announce(&mut self) {
+        self.seen |= ANNOUNCED;
+    }
 }
 
 /// A series-cache key: the seeded fingerprint of a raw series text and its normalisation.
@@ -136,7 +161,7 @@ impl TargetState {
             .map(|name| {
                 let mut ls = public.clone();
                 ls.set(METRIC_NAME, name).expect("non-empty name");
-                SeriesDef { id: ids.fetch_add(1, Ordering::Relaxed), labels: Arc::new(ls) }
+                SeriesDef { id: ids.fetch_add(1, Ordering::Relaxed), labels: SeriesLabels::from_set(&ls) }
             })
             .collect();
         TargetState {
@@ -164,7 +189,13 @@ impl TargetState {
 
     /// Builds the final labels of a newly seen raw series, or `Ok(None)` if relabeling drops
     /// it. Errors fail the scrape.
-    fn build(&self, job: &Job, raw: &str, norm: Norm, format: Format) -> Result<Option<LabelSet>, String> {
+    fn build(
+        public: &LabelSet,
+        job: &Job,
+        raw: &str,
+        norm: Norm,
+        format: Format,
+    ) -> Result<Option<LabelSet>, String> {
         let (name, pairs) = parse_series(raw, norm, format)?;
         let mut seen_names: HashSet<&str> = HashSet::with_capacity(pairs.len() + 1);
         if !name.is_empty() {
@@ -186,7 +217,7 @@ impl TargetState {
         scraped.sort_by(|a, b| a.name.cmp(&b.name));
         let mut b = Builder::new(scraped);
         if job.honor_labels {
-            for l in &self.public {
+            for l in public {
                 let present = pairs.iter().any(|(n, _)| *n == l.name);
                 if !present {
                     b.set(&l.name, &l.value);
@@ -194,7 +225,7 @@ impl TargetState {
             }
         } else {
             let mut clashes: Vec<(String, String)> = Vec::new();
-            for l in &self.public {
+            for l in public {
                 let v = b.get(&l.name);
                 if !v.is_empty() {
                     clashes.push((l.name.clone(), v.to_owned()));
@@ -309,7 +340,7 @@ impl TargetState {
         }
         // Forget what has not been seen for a while, so churn does not grow the cache.
         if g % 16 == 0 {
-            self.cache.retain(|_, e| g.saturating_sub(e.seen) < EVICT_AFTER || e.tracked + 1 >= g);
+            self.cache.retain(|_, e| g.saturating_sub(e.seen()) < EVICT_AFTER || e.tracked + 1 >= g);
         }
         // Hash order is arbitrary; series-id order (first-seen order) is stable.
         out.samples[first_marker..].sort_unstable_by_key(|s| s.series);
@@ -348,7 +379,7 @@ impl TargetState {
         out: &mut ScrapeBatch,
         counts: &mut Counts,
     ) -> Result<(), String> {
-        let mut parser = Parser::new(body, format);
+        let mut parser = Parser::new(body, format).guessing();
         let mut help: HashMap<String, String> = HashMap::new();
         let mut types: HashMap<String, MetricType> = HashMap::new();
         let mut units: HashMap<String, String> = HashMap::new();
@@ -380,32 +411,45 @@ impl TargetState {
                 Entry::Sample(s) => s,
             };
             counts.scraped += 1;
-            let fp = self.fingerprint(s.series, s.norm);
-            let mut new = false;
-            if !self.cache.contains_key(&fp) {
-                new = true;
-                let series = match self.build(job, s.series, s.norm, format) {
-                    Ok(None) => None,
-                    Ok(Some(ls)) => {
-                        Some(SeriesDef { id: self.ids.fetch_add(1, Ordering::Relaxed), labels: Arc::new(ls) })
-                    }
+            let mut s = s;
+            let mut fp = self.fingerprint(s.series, s.norm);
+            if s.guessed && !self.cache.contains_key(&fp) {
+                // Not a text that parsed before: the guess does not stand (parse module header).
+                s = match parser.reparse() {
+                    Ok(s) => s,
                     Err(e) => {
-                        failure = Some(e);
+                        failure = Some(e.to_string());
                         break;
                     }
                 };
-                self.cache.insert(fp, CacheEntry { series, seen: 0, tracked: 0, announced: false });
+                fp = self.fingerprint(s.series, s.norm);
             }
             let generation = self.generation;
-            let e = self.cache.get_mut(&fp).expect("inserted above");
-            let Some(def) = &e.series else { continue };
+            let (e, new) = match self.cache.entry(fp) {
+                hashbrown::hash_map::Entry::Occupied(o) => (o.into_mut(), false),
+                hashbrown::hash_map::Entry::Vacant(v) => {
+                    let series = match Self::build(&self.public, job, s.series, s.norm, format) {
+                        Ok(None) => None,
+                        Ok(Some(ls)) => Some(SeriesDef {
+                            id: self.ids.fetch_add(1, Ordering::Relaxed),
+                            labels: SeriesLabels::from_set(&ls),
+                        }),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    };
+                    (v.insert(CacheEntry::new(series)), true)
+                }
+            };
+            let Some(id) = e.series.as_ref().map(|d| d.id) else { continue };
             counts.post_relabel += 1;
             let explicit = s.timestamp.is_some() && job.honor_timestamps;
             let t = if explicit { s.timestamp.unwrap_or(ts) } else { ts };
-            if !explicit && e.seen == generation {
+            if !explicit && e.seen() == generation {
                 continue; // the same series twice without a timestamp: the first wins
             }
-            e.seen = generation;
+            e.set_seen(generation);
             if t > now + MAX_FUTURE_MS {
                 continue; // out of bounds: dropped, not fatal
             }
@@ -417,14 +461,13 @@ impl TargetState {
             if new {
                 counts.series_added += 1;
             }
-            if !e.announced {
-                e.announced = true;
-                out.new_series.push(def.clone());
+            if !e.announced() {
+                e.announce();
+                out.new_series.extend(e.series.clone());
             }
             if !explicit || job.track_timestamps_staleness {
                 e.tracked = generation;
             }
-            let id = def.id;
             out.samples.push(BatchSample { series: id, timestamp: t, value: s.value });
             if let Some(ex) = s.exemplar
                 && let Ok(labels) = LabelSet::from_pairs(ex.labels)
@@ -486,7 +529,7 @@ impl TargetState {
     }
 
     /// Labels of a series id this target produced, for tests and the batch consumer.
-    pub fn labels_of(&self, id: u64) -> Option<Arc<LabelSet>> {
+    pub fn labels_of(&self, id: u64) -> Option<SeriesLabels> {
         self.report.iter().find(|d| d.id == id).map(|d| d.labels.clone()).or_else(|| {
             self.cache
                 .values()

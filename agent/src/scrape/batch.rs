@@ -2,17 +2,16 @@
 //! work with (DESIGN "Atomic scrapes": a batch enters the WAL as one record and leaves in one
 //! request).
 
-use std::sync::Arc;
-
 use ferry_protocol::LabelSet;
 
 use super::parse::MetricType;
+use crate::series_labels::SeriesLabels;
 
 /// A series known to the agent: a stable id and its final labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesDef {
     pub id: u64,
-    pub labels: Arc<LabelSet>,
+    pub labels: SeriesLabels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

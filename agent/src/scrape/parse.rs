@@ -6,6 +6,16 @@
 //! validating the labels. The scrape loop looks the raw text up in its series cache and calls
 //! [`parse_series`] only for texts it has not seen; a cache hit is the same bytes that
 //! already parsed, so nothing is lost by skipping the work.
+//!
+//! With [`Parser::guessing`] it goes further for the series cache: a sample line is first
+//! read backwards (the value is the last token, the series everything before the
+//! separator), which skips scanning the label set. Such a sample is marked `guessed`; it
+//! stands only if its series text is one the cache knows, i.e. one that already parsed in
+//! full. That is enough: a known text ends where a forward scan of any line starting with it
+//! ends (at its closing `}`, or at the first byte after its name that is not a name
+//! character), so a line made of a known text, separators and one value token parses
+//! forward to the same series and value. Otherwise the caller asks for
+//! [`Parser::reparse`], the full forward parse of the same line.
 
 use std::borrow::Cow;
 
@@ -74,6 +84,9 @@ pub struct Sample<'a> {
     /// Milliseconds.
     pub timestamp: Option<i64>,
     pub exemplar: Option<Exemplar>,
+    /// Read backwards and unverified: valid only if `series` is a known series text (see the
+    /// module header); otherwise call [`Parser::reparse`].
+    pub guessed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +112,10 @@ pub struct Parser<'a> {
     format: Format,
     norm: Norm,
     eof_seen: bool,
+    /// Whether sample lines are read backwards first (see the module header).
+    guess: bool,
+    /// The line of the last guessed sample, for [`Parser::reparse`].
+    last_line: &'a str,
 }
 
 impl std::fmt::Debug for Parser<'_> {
@@ -150,7 +167,65 @@ fn parse_om_timestamp(s: &str) -> Option<i64> {
 
 impl<'a> Parser<'a> {
     pub fn new(body: &'a str, format: Format) -> Parser<'a> {
-        Parser { body, pos: 0, line: 0, format, norm: Norm::None, eof_seen: false }
+        Parser {
+            body,
+            pos: 0,
+            line: 0,
+            format,
+            norm: Norm::None,
+            eof_seen: false,
+            guess: false,
+            last_line: "",
+        }
+    }
+
+    /// Reads sample lines backwards first, for a consumer that checks each guessed series
+    /// text against texts that parsed before (see the module header).
+    pub fn guessing(mut self) -> Parser<'a> {
+        self.guess = true;
+        self
+    }
+
+    /// The full forward parse of the line of the last guessed sample, whose series text
+    /// turned out to be unknown. A line with a timestamp or an exemplar never guesses right,
+    /// so after one of those the parser stops guessing for the rest of the body.
+    pub fn reparse(&mut self) -> Result<Sample<'a>, ParseError> {
+        let s = self.sample(self.last_line)?;
+        if s.timestamp.is_some() || s.exemplar.is_some() {
+            self.guess = false;
+        }
+        Ok(s)
+    }
+
+    /// The backward reading of a sample line: `None` when it does not even look like
+    /// `series SEP value`.
+    fn guess_sample(&self, line: &'a str) -> Option<Sample<'a>> {
+        let b = line.as_bytes();
+        let sep = memchr::memrchr2(b' ', b'\t', b)?;
+        // A value token with `{` in it fails here, as the forward parse fails on it.
+        let value = parse_float(&line[sep + 1..])?;
+        let mut end = sep;
+        if self.format == Format::OpenMetrics {
+            // Exactly one space.
+            if b[sep] != b' ' || (sep > 0 && matches!(b[sep - 1], b' ' | b'\t')) {
+                return None;
+            }
+        } else {
+            while end > 0 && matches!(b[end - 1], b' ' | b'\t') {
+                end -= 1;
+            }
+        }
+        if end == 0 {
+            return None;
+        }
+        Some(Sample {
+            series: &line[..end],
+            norm: self.norm,
+            value,
+            timestamp: None,
+            exemplar: None,
+            guessed: true,
+        })
     }
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, ParseError> {
@@ -170,7 +245,7 @@ impl<'a> Parser<'a> {
                 return self.err("unexpected data after # EOF");
             }
             let rest = &self.body[self.pos..];
-            let (line, next) = match rest.find('\n') {
+            let (line, next) = match memchr::memchr(b'\n', rest.as_bytes()) {
                 Some(i) => (&rest[..i], self.pos + i + 1),
                 None => (rest, self.body.len()),
             };
@@ -199,6 +274,12 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
+            }
+            if self.guess
+                && let Some(s) = self.guess_sample(line)
+            {
+                self.last_line = line;
+                return Ok(Some(Entry::Sample(s)));
             }
             return self.sample(line).map(|s| Some(Entry::Sample(s)));
         }
@@ -391,7 +472,7 @@ impl<'a> Parser<'a> {
                 timestamp = Some(ts);
             }
         }
-        Ok(Sample { series, norm: self.norm, value, timestamp, exemplar })
+        Ok(Sample { series, norm: self.norm, value, timestamp, exemplar, guessed: false })
     }
 
     /// Finds the `}` closing the label set that opens at `open`, honouring quoted strings.
@@ -685,6 +766,10 @@ pub fn format_for(content_type: Option<&str>, fallback: Option<Format>) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     /// (series name, labels, value bits, timestamp) of each sample.
@@ -862,6 +947,95 @@ mod tests {
         assert!(om("m{a=\"1\" b=\"2\"} 1\n# EOF\n").is_err(), "OpenMetrics needs commas");
         // Duplicate names parse; the scrape loop rejects them.
         assert_eq!(text("m{le=\"1\",le=\"2\"} 1").unwrap()[0].1.len(), 2);
+    }
+
+    type Consumed = (Vec<(String, u64, Option<i64>)>, Option<ParseError>);
+
+    /// What a consumer sees of a body: each sample's (series, value bits, timestamp), then
+    /// the error that ended it, if any. With `known`, guessed samples whose series text is
+    /// not in `known` are reparsed, as the series cache does.
+    fn consume(body: &str, format: Format, known: Option<&HashSet<String>>) -> Consumed {
+        let mut p = Parser::new(body, format);
+        if known.is_some() {
+            p = p.guessing();
+        }
+        let mut out = Vec::new();
+        loop {
+            match p.next_entry() {
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+                Ok(Some(Entry::Sample(mut s))) => {
+                    if s.guessed && !known.is_some_and(|k| k.contains(s.series)) {
+                        s = match p.reparse() {
+                            Ok(s) => s,
+                            Err(e) => return (out, Some(e)),
+                        };
+                    }
+                    out.push((s.series.to_owned(), s.value.to_bits(), s.timestamp));
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    fn line_strategy(om: bool) -> impl Strategy<Value = String> {
+        let name = prop_oneof![Just("m"), Just("m_total"), Just(" m"), Just("m:x")];
+        let value = prop_oneof![
+            Just("a"),
+            Just("x y"),
+            Just("}"),
+            Just(r#"\""#),
+            Just(" # "),
+            Just("{"),
+            Just(r"\\"),
+            Just("1 2")
+        ];
+        let label =
+            (prop_oneof![Just("a"), Just("b"), Just("le")], value).prop_map(|(n, v)| format!("{n}=\"{v}\""));
+        let labels = proptest::option::of(proptest::collection::vec(label, 0..3)).prop_map(|l| match l {
+            None => String::new(),
+            Some(l) => format!("{{{}}}", l.join(",")),
+        });
+        let sep = prop_oneof![Just(" "), Just("\t"), Just("  "), Just(""), Just(" \t")];
+        let v = prop_oneof![
+            Just("1"),
+            Just("2.5"),
+            Just("NaN"),
+            Just("+Inf"),
+            Just("1{"),
+            Just("x"),
+            Just("1e3"),
+            Just("")
+        ];
+        let ts = prop_oneof![Just(""), Just(" 123"), Just("\t456"), Just(" 1.5"), Just(" ")];
+        let ex = if om { prop_oneof![Just(""), Just(" # {t=\"1\"} 1")].boxed() } else { Just("").boxed() };
+        (name, labels, sep, v, ts, ex).prop_map(|(n, l, s, v, t, e)| format!("{n}{l}{s}{v}{t}{e}"))
+    }
+
+    proptest! {
+        /// Guessing changes nothing a consumer sees, even when every series text that ever
+        /// parsed counts as known (the harshest case for a wrong guess).
+        #[test]
+        fn guessing_agrees_with_the_forward_parse(
+            om in any::<bool>(),
+            lines in proptest::collection::vec(line_strategy(false), 1..12),
+            om_lines in proptest::collection::vec(line_strategy(true), 1..12),
+            earlier in proptest::collection::vec(line_strategy(false), 0..12),
+        ) {
+            let (format, body) = if om {
+                (Format::OpenMetrics, format!("{}\n# EOF\n", om_lines.join("\n")))
+            } else {
+                (Format::Text, format!("{}\n", lines.join("\n")))
+            };
+            let reference = consume(&body, format, None);
+            let mut known: HashSet<String> = reference.0.iter().map(|s| s.0.clone()).collect();
+            // Texts from another body, one line at a time so an error does not hide the rest.
+            for l in &earlier {
+                known.extend(consume(&format!("{l}\n"), Format::Text, None).0.into_iter().map(|s| s.0));
+            }
+            prop_assert_eq!(consume(&body, format, Some(&known)), reference.clone());
+            prop_assert_eq!(consume(&body, format, Some(&HashSet::new())), reference);
+        }
     }
 
     #[test]

@@ -15,12 +15,11 @@
 //! scrape's own timestamp stores no timestamp, which is how a record stays small without
 //! depending on any other record. Stale markers and every NaN keep their exact bits.
 
-use std::sync::Arc;
-
 use ferry_protocol::{Label, LabelSet};
 
 use crate::scrape::batch::{BatchExemplar, BatchMetadata, BatchSample, ScrapeBatch, SeriesDef};
 use crate::scrape::parse::MetricType;
+use crate::series_labels::SeriesLabels;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -48,6 +47,15 @@ fn put_labels(out: &mut Vec<u8>, ls: &LabelSet) {
     for l in ls {
         put_str(out, &l.name);
         put_str(out, &l.value);
+    }
+}
+
+/// The same encoding as [`put_labels`], from a series' compact labels.
+fn put_series_labels(out: &mut Vec<u8>, ls: &SeriesLabels) {
+    put_varint(out, ls.len() as u64);
+    for l in ls {
+        put_str(out, l.name);
+        put_str(out, l.value);
     }
 }
 
@@ -82,7 +90,7 @@ pub fn encode(b: &ScrapeBatch, defs: &[SeriesDef], out: &mut Vec<u8>) {
     put_varint(out, defs.len() as u64);
     for d in defs {
         put_varint(out, d.id);
-        put_labels(out, &d.labels);
+        put_series_labels(out, &d.labels);
     }
     put_varint(out, b.samples.len() as u64);
     let mut prev = 0i64;
@@ -171,6 +179,10 @@ impl<'a> Reader<'a> {
         }
         LabelSet::from_labels(v).ok()
     }
+
+    fn series_labels(&mut self) -> Option<SeriesLabels> {
+        self.labels().map(|ls| SeriesLabels::from_set(&ls))
+    }
 }
 
 /// Decodes a record payload; `None` if it is malformed (the CRC makes that unlikely).
@@ -182,7 +194,7 @@ pub fn decode(payload: &[u8]) -> Option<ScrapeBatch> {
 /// the shared copy is used, so readers do not duplicate every label set in memory.
 pub fn decode_with(
     payload: &[u8],
-    mut known: impl FnMut(u64) -> Option<Arc<LabelSet>>,
+    mut known: impl FnMut(u64) -> Option<SeriesLabels>,
 ) -> Option<ScrapeBatch> {
     let mut r = Reader(payload);
     let target = r.u64le()?;
@@ -196,7 +208,7 @@ pub fn decode_with(
                 r.skip_labels()?;
                 l
             }
-            None => Arc::new(r.labels()?),
+            None => r.series_labels()?,
         };
         new_series.push(SeriesDef { id, labels });
     }
@@ -237,7 +249,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn batch() -> ScrapeBatch {
-        let ls = |n: &str| Arc::new(LabelSet::from_pairs([("__name__", n), ("job", "j")]).unwrap());
+        let ls =
+            |n: &str| SeriesLabels::from_set(&LabelSet::from_pairs([("__name__", n), ("job", "j")]).unwrap());
         ScrapeBatch {
             target: 42,
             timestamp: 1_700_000_000_000,

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_protocol::LabelSet;
+use crate::series_labels::SeriesLabels;
 use hashbrown::{HashMap, HashSet};
 use tokio::sync::watch;
 
@@ -77,7 +77,7 @@ pub struct Options {
 
 /// Series labels the writer knows, shared with readers so they need not decode (and hold)
 /// their own copies.
-type SharedLabels = Arc<Mutex<HashMap<u64, (Arc<LabelSet>, Instant)>>>;
+type SharedLabels = Arc<Mutex<HashMap<u64, (SeriesLabels, Instant)>>>;
 
 struct Writer {
     segments: BTreeMap<u64, Segment>,
@@ -554,7 +554,7 @@ pub struct Reader {
     dir: PathBuf,
     pos: Pos,
     file: Option<(u64, File)>,
-    defs: HashMap<u64, Arc<LabelSet>>,
+    defs: HashMap<u64, SeriesLabels>,
     shared: SharedLabels,
 }
 
@@ -573,7 +573,7 @@ impl Reader {
     }
 
     /// Labels of a series defined in the current segment.
-    pub fn labels(&self, id: u64) -> Option<&Arc<LabelSet>> {
+    pub fn labels(&self, id: u64) -> Option<&SeriesLabels> {
         self.defs.get(&id)
     }
 

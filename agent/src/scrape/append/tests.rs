@@ -340,3 +340,10 @@ fn metadata_travels_when_it_changes() {
     assert!(h.scrape("# HELP a Things.\n# TYPE a counter\na 2\n").0.metadata.is_empty());
     assert_eq!(h.scrape("# HELP a Other.\n# TYPE a counter\na 3\n").0.metadata.len(), 1);
 }
+
+#[test]
+fn a_cache_slot_stays_at_48_bytes() {
+    // Per-series memory is a goal (issue #4: at most 150 B beyond the label bytes); the slot
+    // is a third of it. A new field here costs every cached series 16 bytes.
+    assert_eq!(std::mem::size_of::<(super::Fingerprint, super::CacheEntry)>(), 48);
+}

@@ -3,10 +3,11 @@
 //! crashes.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_protocol::{LabelSet, STALE_NAN};
+
+use crate::series_labels::SeriesLabels;
 use proptest::prelude::*;
 
 use super::*;
@@ -30,7 +31,7 @@ fn opts(segment_size: u64, max_size: u64) -> Options {
 fn batch(n: u64) -> ScrapeBatch {
     let def = |id: u64| SeriesDef {
         id,
-        labels: Arc::new(LabelSet::from_pairs([("__name__", format!("m{id}"))]).unwrap()),
+        labels: SeriesLabels::from_set(&LabelSet::from_pairs([("__name__", format!("m{id}"))]).unwrap()),
     };
     ScrapeBatch {
         target: n % 3,
