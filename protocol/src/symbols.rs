@@ -13,16 +13,21 @@ use thiserror::Error;
 use crate::labels::{Label, LabelError, LabelSet};
 
 /// Builds a request's `symbols`, deduplicating as it goes.
+///
+/// The strings live end to end in one buffer, with `(start, end)` spans beside it: a sender
+/// builds a table per request, and one allocation per symbol (thousands per request, freed
+/// right after) was most of what interning cost.
 #[derive(Clone)]
 pub struct SymbolTable {
-    strings: Vec<String>,
+    text: String,
+    spans: Vec<(u32, u32)>,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
 }
 
 impl std::fmt::Debug for SymbolTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SymbolTable").field("len", &self.strings.len()).finish()
+        f.debug_struct("SymbolTable").field("len", &self.spans.len()).finish()
     }
 }
 
@@ -35,7 +40,8 @@ impl Default for SymbolTable {
 impl SymbolTable {
     pub fn new() -> Self {
         let mut t = SymbolTable {
-            strings: Vec::new(),
+            text: String::new(),
+            spans: Vec::new(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
         };
@@ -45,14 +51,23 @@ impl SymbolTable {
 
     /// The index of `s`, adding it if it is new.
     pub fn symbolize(&mut self, s: &str) -> u32 {
-        let SymbolTable { strings, index, hasher } = self;
+        let SymbolTable { text, spans, index, hasher } = self;
         let hash = hasher.hash_one(s);
-        if let Some(&i) = index.find(hash, |&i| strings[i as usize] == s) {
+        let at = |i: u32| {
+            let (a, b) = spans[i as usize];
+            &text[a as usize..b as usize]
+        };
+        if let Some(&i) = index.find(hash, |&i| at(i) == s) {
             return i;
         }
-        let i = u32::try_from(strings.len()).expect("symbol table over u32::MAX entries");
-        strings.push(s.to_owned());
-        index.insert_unique(hash, i, |&j| hasher.hash_one(strings[j as usize].as_str()));
+        let i = u32::try_from(spans.len()).expect("symbol table over u32::MAX entries");
+        let start = u32::try_from(text.len()).expect("symbol text over 4 GiB");
+        text.push_str(s);
+        spans.push((start, text.len() as u32));
+        index.insert_unique(hash, i, |&j| {
+            let (a, b) = spans[j as usize];
+            hasher.hash_one(&text[a as usize..b as usize])
+        });
         i
     }
 
@@ -65,7 +80,7 @@ impl SymbolTable {
     }
 
     pub fn len(&self) -> usize {
-        self.strings.len()
+        self.spans.len()
     }
 
     /// Never true: index 0 always holds `""`.
@@ -73,22 +88,28 @@ impl SymbolTable {
         false
     }
 
-    pub fn symbols(&self) -> &[String] {
-        &self.strings
+    /// The symbols in index order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.spans.iter().map(|&(a, b)| &self.text[a as usize..b as usize])
+    }
+
+    /// The symbols as owned strings (for a prost `Request`).
+    pub fn symbols(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
     }
 
     /// Hands the strings over for a request and leaves the table as new (keeping the index's
     /// capacity, so the next request does not re-grow it).
     pub fn take_symbols(&mut self) -> Vec<String> {
-        let taken = std::mem::take(&mut self.strings);
-        self.index.clear();
-        self.symbolize("");
+        let taken = self.symbols();
+        self.reset();
         taken
     }
 
     /// Empties the table back to `[""]`, keeping allocations.
     pub fn reset(&mut self) {
-        self.strings.clear();
+        self.text.clear();
+        self.spans.clear();
         self.index.clear();
         self.symbolize("");
     }

@@ -1,6 +1,10 @@
-//! Building remote-write requests from scrape data: RW1 (`WriteRequest`, one `TimeSeries`
-//! per series with its samples in order, metadata inline) and RW2 (per-request symbol table,
-//! metadata and exemplars per series).
+//! What a remote-write request carries, before it is written as RW1 or RW2: a flat list of
+//! samples, each pointing at its series (final labels and family metadata, shared by every
+//! sample of that series the queue holds), plus the RW1 metadata entries.
+//!
+//! Flat, because a scrape has one sample per series: grouping samples by series cost a hash
+//! map and a vector per series per scrape, for groups of one. The encoders still put
+//! consecutive samples of one series into one `TimeSeries`.
 
 use std::sync::Arc;
 
@@ -11,22 +15,48 @@ use ferry_protocol::{SymbolTable, rw1, rw2};
 use crate::scrape::parse::MetricType;
 use crate::series_labels::SeriesLabels;
 
-/// A series' share of a request.
-#[derive(Debug, Clone)]
-pub struct SeriesData {
+/// (type, help, unit) of a metric family.
+pub type FamilyMeta = Arc<(MetricType, String, String)>;
+
+/// A series as an endpoint sends it: labels after external labels and `write_relabel_configs`,
+/// and its family's metadata when known.
+#[derive(Debug)]
+pub struct SeriesInfo {
     pub labels: SeriesLabels,
-    /// (timestamp ms, value), ascending.
-    pub samples: Vec<(i64, f64)>,
-    pub exemplars: Vec<(LabelSet, f64, i64)>,
-    /// (type, help, unit) of the series' metric family, when known.
-    pub metadata: Option<Arc<(MetricType, String, String)>>,
-    /// RW2 `start_timestamp` (ms) from the family's OpenMetrics `_created` series; 0 = unset.
-    pub start_timestamp: i64,
+    pub metadata: Option<FamilyMeta>,
 }
 
-/// Sets `start_timestamp` of counter, summary and histogram series from the `<family>_created`
+/// One sample of a request.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub series: Arc<SeriesInfo>,
+    /// Milliseconds.
+    pub timestamp: i64,
+    pub value: f64,
+    /// RW2 `start_timestamp` (ms) from the family's OpenMetrics `_created` series; 0 = unset.
+    pub start_timestamp: i64,
+    /// Exemplars scraped with this sample (rare, so boxed: a sample stays small).
+    pub exemplars: Option<Box<Vec<(LabelSet, f64, i64)>>>,
+}
+
+impl Sample {
+    pub fn new(series: Arc<SeriesInfo>, timestamp: i64, value: f64) -> Sample {
+        Sample { series, timestamp, value, start_timestamp: 0, exemplars: None }
+    }
+
+    pub fn exemplars(&self) -> &[(LabelSet, f64, i64)] {
+        self.exemplars.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `next` goes into the same `TimeSeries` as this sample.
+    pub fn same_series(&self, next: &Sample) -> bool {
+        Arc::ptr_eq(&self.series, &next.series) && self.start_timestamp == next.start_timestamp
+    }
+}
+
+/// Sets `start_timestamp` of counter, summary and histogram samples from the `<family>_created`
 /// series scraped alongside them (same labels, `le` and `quantile` aside).
-pub fn apply_created(series: &mut [SeriesData]) {
+pub fn apply_created(samples: &mut [Sample]) {
     fn key(ls: &SeriesLabels, family: &str) -> String {
         let mut k = family.to_owned();
         for l in ls.iter().filter(|l| !matches!(l.name, "__name__" | "le" | "quantile")) {
@@ -37,23 +67,22 @@ pub fn apply_created(series: &mut [SeriesData]) {
         }
         k
     }
-    let created: std::collections::HashMap<String, f64> = series
+    let created: std::collections::HashMap<String, f64> = samples
         .iter()
         .filter_map(|s| {
-            let family = s.labels.metric_name()?.strip_suffix("_created")?;
-            let v = s.samples.last()?.1;
-            v.is_finite().then(|| (key(&s.labels, family), v))
+            let family = s.series.labels.metric_name()?.strip_suffix("_created")?;
+            s.value.is_finite().then(|| (key(&s.series.labels, family), s.value))
         })
         .collect();
     if created.is_empty() {
         return;
     }
-    for s in series.iter_mut() {
-        let Some(name) = s.labels.metric_name() else {
+    for s in samples.iter_mut() {
+        let Some(name) = s.series.labels.metric_name() else {
             continue;
         };
         let family = ["_total", "_count", "_sum", "_bucket"].iter().find_map(|suf| name.strip_suffix(suf));
-        if let Some(v) = family.and_then(|f| created.get(&key(&s.labels, f))) {
+        if let Some(v) = family.and_then(|f| created.get(&key(&s.series.labels, f))) {
             // 0 means unset on the wire; the spec says to send 1 ms for the epoch itself.
             s.start_timestamp = ((v * 1000.0) as i64).max(1);
         }
@@ -63,22 +92,28 @@ pub fn apply_created(series: &mut [SeriesData]) {
 /// What one request carries, kept decoded so it can be re-encoded (RW2 → RW1 fallback).
 #[derive(Debug, Clone, Default)]
 pub struct Payload {
-    pub series: Vec<SeriesData>,
+    /// In order; a series' samples are in timestamp order.
+    pub samples: Vec<Sample>,
     /// RW1 metadata entries (family, type, help, unit) that changed in these scrapes.
     pub metadata: Vec<(String, MetricType, String, String)>,
 }
 
 impl Payload {
     pub fn samples(&self) -> usize {
-        self.series.iter().map(|s| s.samples.len()).sum()
+        self.samples.len()
     }
 
     pub fn exemplars(&self) -> usize {
-        self.series.iter().map(|s| s.exemplars.len()).sum()
+        self.samples.iter().map(|s| s.exemplars().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty() && self.metadata.is_empty()
+        self.samples.is_empty() && self.metadata.is_empty()
+    }
+
+    /// The samples cut into runs, one run per `TimeSeries`.
+    pub fn runs(&self) -> impl Iterator<Item = &[Sample]> {
+        self.samples.chunk_by(|a, b| a.same_series(b))
     }
 
     /// The request built with prost: the reference `wire::rw1` is tested against (the
@@ -87,18 +122,16 @@ impl Payload {
     pub fn rw1(&self, send_exemplars: bool) -> rw1::WriteRequest {
         rw1::WriteRequest {
             timeseries: self
-                .series
-                .iter()
-                .map(|s| rw1::TimeSeries {
-                    labels: s.labels.to_label_set().into_vec(),
-                    samples: s
-                        .samples
+                .runs()
+                .map(|run| rw1::TimeSeries {
+                    labels: run[0].series.labels.to_label_set().into_vec(),
+                    samples: run
                         .iter()
-                        .map(|&(timestamp, value)| rw1::Sample { value, timestamp })
+                        .map(|s| rw1::Sample { value: s.value, timestamp: s.timestamp })
                         .collect(),
                     exemplars: if send_exemplars {
-                        s.exemplars
-                            .iter()
+                        run.iter()
+                            .flat_map(|s| s.exemplars())
                             .map(|(l, v, t)| rw1::Exemplar {
                                 labels: l.as_slice().to_vec(),
                                 value: *v,
@@ -129,33 +162,32 @@ impl Payload {
     pub fn rw2(&self, table: &mut SymbolTable) -> rw2::Request {
         table.reset();
         let timeseries = self
-            .series
-            .iter()
-            .map(|s| {
-                let mut labels_refs = Vec::with_capacity(s.labels.len() * 2);
-                table.symbolize_labels(&s.labels.to_label_set(), &mut labels_refs);
-                let exemplars = s
-                    .exemplars
+            .runs()
+            .map(|run| {
+                let series = &run[0].series;
+                let mut labels_refs = Vec::with_capacity(series.labels.len() * 2);
+                table.symbolize_labels(&series.labels.to_label_set(), &mut labels_refs);
+                let exemplars = run
                     .iter()
+                    .flat_map(|s| s.exemplars())
                     .map(|(l, v, t)| {
                         let mut refs = Vec::new();
                         table.symbolize_labels(l, &mut refs);
                         rw2::Exemplar { labels_refs: refs, value: *v, timestamp: *t }
                     })
                     .collect();
-                let metadata = s.metadata.as_ref().map(|m| rw2::Metadata {
+                let metadata = series.metadata.as_ref().map(|m| rw2::Metadata {
                     r#type: m.0.wire(),
                     help_ref: table.symbolize(&m.1),
                     unit_ref: table.symbolize(&m.2),
                 });
                 rw2::TimeSeries {
                     labels_refs,
-                    samples: s
-                        .samples
+                    samples: run
                         .iter()
-                        .map(|&(timestamp, value)| rw2::Sample {
-                            value,
-                            timestamp,
+                        .map(|s| rw2::Sample {
+                            value: s.value,
+                            timestamp: s.timestamp,
                             start_timestamp: s.start_timestamp,
                         })
                         .collect(),
@@ -182,27 +214,35 @@ mod tests {
     use super::*;
     use ferry_protocol::symbols::resolve_label_set;
 
+    fn info(pairs: &[(&str, &str)], metadata: Option<FamilyMeta>) -> Arc<SeriesInfo> {
+        let labels = SeriesLabels::from_set(&LabelSet::from_pairs(pairs.iter().copied()).unwrap());
+        Arc::new(SeriesInfo { labels, metadata })
+    }
+
     #[test]
     fn rw1_and_rw2_carry_the_same_series() {
-        let ls = SeriesLabels::from_set(&LabelSet::from_pairs([("__name__", "up"), ("job", "j")]).unwrap());
+        let up = info(
+            &[("__name__", "up"), ("job", "j")],
+            Some(Arc::new((MetricType::Gauge, "Up.".into(), String::new()))),
+        );
+        let mut first = Sample::new(up.clone(), 1, 1.0);
+        first.exemplars = Some(Box::new(vec![(LabelSet::from_pairs([("trace_id", "t")]).unwrap(), 1.0, 1)]));
         let p = Payload {
-            series: vec![SeriesData {
-                labels: ls.clone(),
-                samples: vec![(1, 1.0), (2, ferry_protocol::STALE_NAN)],
-                exemplars: vec![(LabelSet::from_pairs([("trace_id", "t")]).unwrap(), 1.0, 1)],
-                metadata: Some(Arc::new((MetricType::Gauge, "Up.".into(), String::new()))),
-                start_timestamp: 0,
-            }],
+            samples: vec![first, Sample::new(up.clone(), 2, ferry_protocol::STALE_NAN)],
             metadata: vec![],
         };
         let r1 = p.rw1(false);
-        assert_eq!(r1.timeseries[0].labels, ls.to_label_set().as_slice());
+        assert_eq!(r1.timeseries.len(), 1, "consecutive samples of a series share a TimeSeries");
+        assert_eq!(r1.timeseries[0].labels, up.labels.to_label_set().as_slice());
         assert!(r1.timeseries[0].exemplars.is_empty());
         assert!(ferry_protocol::is_stale(r1.timeseries[0].samples[1].value));
         let mut t = SymbolTable::new();
         let r2 = p.rw2(&mut t);
         assert_eq!(r2.symbols[0], "");
-        assert_eq!(resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(), ls.to_label_set());
+        assert_eq!(
+            resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(),
+            up.labels.to_label_set()
+        );
         assert_eq!(r2.timeseries[0].metadata.unwrap().r#type, 2);
         assert_eq!(r2.timeseries[0].exemplars.len(), 1);
         assert!(family_candidates("http_requests_total").any(|f| f == "http_requests"));
@@ -210,26 +250,20 @@ mod tests {
 
     #[test]
     fn created_series_become_start_timestamps() {
-        let sd = |pairs: &[(&str, &str)], v: f64| SeriesData {
-            labels: SeriesLabels::from_set(&LabelSet::from_pairs(pairs.iter().copied()).unwrap()),
-            samples: vec![(2_000_000, v)],
-            exemplars: vec![],
-            metadata: None,
-            start_timestamp: 0,
-        };
-        let mut series = vec![
+        let sd = |pairs: &[(&str, &str)], v: f64| Sample::new(info(pairs, None), 2_000_000, v);
+        let mut samples = vec![
             sd(&[("__name__", "req_total"), ("code", "200")], 5.0),
             sd(&[("__name__", "req_created"), ("code", "200")], 1520872607.123),
             sd(&[("__name__", "req_total"), ("code", "500")], 1.0),
             sd(&[("__name__", "lat_bucket"), ("le", "0.5")], 3.0),
             sd(&[("__name__", "lat_created")], 1000.0),
         ];
-        apply_created(&mut series);
-        assert_eq!(series[0].start_timestamp, 1_520_872_607_123);
-        assert_eq!(series[2].start_timestamp, 0, "no _created for code=500");
-        assert_eq!(series[3].start_timestamp, 1_000_000, "le is ignored when matching");
+        apply_created(&mut samples);
+        assert_eq!(samples[0].start_timestamp, 1_520_872_607_123);
+        assert_eq!(samples[2].start_timestamp, 0, "no _created for code=500");
+        assert_eq!(samples[3].start_timestamp, 1_000_000, "le is ignored when matching");
         let mut t = SymbolTable::new();
-        let r = Payload { series, metadata: vec![] }.rw2(&mut t);
+        let r = Payload { samples, metadata: vec![] }.rw2(&mut t);
         assert_eq!(r.timeseries[0].samples[0].start_timestamp, 1_520_872_607_123);
     }
 }

@@ -21,7 +21,7 @@ use ferry_protocol::{LabelSet, SymbolTable, WriteProto};
 use tokio::sync::{mpsc, watch};
 
 use super::client::{self, Outcome};
-use super::encode::{Payload, SeriesData, family_candidates};
+use super::encode::{FamilyMeta, Payload, Sample, SeriesInfo, family_candidates};
 use crate::config::RemoteWrite;
 use crate::labels::Builder;
 use crate::relabel;
@@ -91,10 +91,7 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
         if let Some(limit) = cfg.sample_age_limit {
             let cutoff = now_ms() - limit.as_millis() as i64;
             let before = job.payload.samples();
-            for s in &mut job.payload.series {
-                s.samples.retain(|(t, _)| *t >= cutoff);
-            }
-            job.payload.series.retain(|s| !s.samples.is_empty());
+            job.payload.samples.retain(|s| s.timestamp >= cutoff);
             m.dropped_age.fetch_add((before - job.payload.samples()) as u64, Relaxed);
         }
         let mut attempt = 0u32;
@@ -211,18 +208,77 @@ async fn deliver(
     }
 }
 
-/// A record turned into request data.
-struct Record {
-    at: Pos,
-    target: u64,
-    ts: i64,
-    series: Vec<SeriesData>,
-    metadata: Vec<(String, MetricType, String, String)>,
+/// The endpoint's view of each series it has seen: what to send (None: dropped by
+/// `write_relabel_configs`), and the metadata generation it was resolved at.
+struct Slot {
+    info: Option<Arc<SeriesInfo>>,
+    generation: u64,
 }
 
-impl Record {
-    fn samples(&self) -> usize {
-        self.series.iter().map(|s| s.samples.len()).sum()
+/// Series and family state of one endpoint, so that a record costs one map probe per sample.
+#[derive(Default)]
+struct Series {
+    slots: hashbrown::HashMap<u64, Slot>,
+    families: hashbrown::HashMap<String, FamilyMeta>,
+    /// Bumped whenever a family's metadata changes; slots re-resolve theirs lazily.
+    generation: u64,
+}
+
+impl Series {
+    fn learn_metadata(&mut self, md: &crate::scrape::batch::BatchMetadata) {
+        let changed = self
+            .families
+            .get(md.metric_family.as_str())
+            .is_none_or(|m| m.0 != md.kind || m.1 != md.help || m.2 != md.unit);
+        if changed {
+            self.families
+                .insert(md.metric_family.clone(), Arc::new((md.kind, md.help.clone(), md.unit.clone())));
+            self.generation += 1;
+        }
+    }
+
+    fn metadata(&self, labels: &SeriesLabels) -> Option<FamilyMeta> {
+        labels.metric_name().and_then(|n| family_candidates(n).find_map(|f| self.families.get(f).cloned()))
+    }
+
+    /// The series `id` as this endpoint sends it, `None` when relabeling drops it; `Err` when
+    /// the WAL cannot say what `id` is.
+    fn resolve(
+        &mut self,
+        id: u64,
+        reader: &crate::wal::Reader,
+        external: &LabelSet,
+        write_relabel: &[relabel::Rule],
+    ) -> Result<Option<Arc<SeriesInfo>>, ()> {
+        if let Some(slot) = self.slots.get(&id)
+            && (slot.generation == self.generation || slot.info.is_none())
+        {
+            return Ok(slot.info.clone());
+        }
+        let labels = match self.slots.get(&id) {
+            Some(Slot { info: Some(info), .. }) => Some(info.labels.clone()),
+            _ => {
+                let raw = reader.labels(id).ok_or(())?;
+                if external.is_empty() && write_relabel.is_empty() {
+                    // Nothing changes the labels: share the WAL's copy.
+                    Some(raw.clone())
+                } else {
+                    let mut b = Builder::from_set(&raw.to_label_set());
+                    for l in external {
+                        if b.get(&l.name).is_empty() {
+                            b.set(&l.name, &l.value);
+                        }
+                    }
+                    relabel::process(write_relabel, &mut b).then(|| SeriesLabels::from_set(&b.labels()))
+                }
+            }
+        };
+        let info = labels.map(|labels| {
+            let metadata = self.metadata(&labels);
+            Arc::new(SeriesInfo { labels, metadata })
+        });
+        self.slots.insert(id, Slot { info: info.clone(), generation: self.generation });
+        Ok(info)
     }
 }
 
@@ -278,8 +334,7 @@ pub async fn run(
     let mut floor = start;
     let mut last_ack_write = Instant::now();
     let mut pending: HashMap<usize, Job> = HashMap::new();
-    let mut series: HashMap<u64, Option<SeriesLabels>> = HashMap::new();
-    let mut families: HashMap<String, Arc<(MetricType, String, String)>> = HashMap::new();
+    let mut series = Series::default();
     let mut period = Instant::now();
     let mut kept_up = false;
     let mut stopping: Option<Instant> = None;
@@ -384,75 +439,58 @@ pub async fn run(
         dispatched = entry.next;
         // Record → request data.
         for md in &entry.batch.metadata {
-            families.insert(md.metric_family.clone(), Arc::new((md.kind, md.help.clone(), md.unit.clone())));
+            series.learn_metadata(md);
         }
-        let mut rec = Record {
-            at: entry.at,
-            target: entry.batch.target,
-            ts: entry.batch.timestamp,
-            series: Vec::new(),
-            metadata: entry
-                .batch
-                .metadata
-                .iter()
-                .map(|m| (m.metric_family.clone(), m.kind, m.help.clone(), m.unit.clone()))
-                .collect(),
-        };
-        let mut index: HashMap<u64, usize> = HashMap::new();
+        let metadata: Vec<(String, MetricType, String, String)> = entry
+            .batch
+            .metadata
+            .iter()
+            .map(|m| (m.metric_family.clone(), m.kind, m.help.clone(), m.unit.clone()))
+            .collect();
+        let mut samples: Vec<Sample> = Vec::with_capacity(entry.batch.samples.len());
+        let mut created = false;
         for s in &entry.batch.samples {
-            let labels = match series.get(&s.series) {
-                Some(l) => l.clone(),
-                None => {
-                    let Some(raw) = reader.labels(s.series) else {
-                        metrics.dropped_unresolved.fetch_add(1, Relaxed);
-                        continue;
-                    };
-                    let kept = if external.is_empty() && cfg.write_relabel.is_empty() {
-                        // Nothing changes the labels: share the WAL's copy.
-                        Some(raw.clone())
-                    } else {
-                        let mut b = Builder::from_set(&raw.to_label_set());
-                        for l in &external {
-                            if b.get(&l.name).is_empty() {
-                                b.set(&l.name, &l.value);
-                            }
-                        }
-                        relabel::process(&cfg.write_relabel, &mut b)
-                            .then(|| SeriesLabels::from_set(&b.labels()))
-                    };
-                    series.insert(s.series, kept.clone());
-                    kept
+            match series.resolve(s.series, &reader, &external, &cfg.write_relabel) {
+                Ok(Some(info)) => {
+                    created |= info.labels.metric_name().is_some_and(|n| n.ends_with("_created"));
+                    samples.push(Sample::new(info, s.timestamp, s.value));
                 }
-            };
-            let Some(labels) = labels else {
-                metrics.dropped_relabel.fetch_add(1, Relaxed);
-                continue;
-            };
-            let i = *index.entry(s.series).or_insert_with(|| {
-                let metadata = labels
-                    .metric_name()
-                    .and_then(|n| family_candidates(n).find_map(|f| families.get(f).cloned()));
-                rec.series.push(SeriesData {
-                    labels,
-                    samples: Vec::new(),
-                    exemplars: Vec::new(),
-                    metadata,
-                    start_timestamp: 0,
-                });
-                rec.series.len() - 1
-            });
-            rec.series[i].samples.push((s.timestamp, s.value));
-        }
-        for e in &entry.batch.exemplars {
-            if let Some(&i) = index.get(&e.series) {
-                rec.series[i].exemplars.push((e.labels.clone(), e.value, e.timestamp));
+                Ok(None) => {
+                    metrics.dropped_relabel.fetch_add(1, Relaxed);
+                }
+                Err(()) => {
+                    metrics.dropped_unresolved.fetch_add(1, Relaxed);
+                }
             }
         }
-        super::encode::apply_created(&mut rec.series);
+        if !entry.batch.exemplars.is_empty() {
+            // A scrape has one sample per series, so an exemplar belongs to the first (only)
+            // sample of its series; look them up only when there are exemplars.
+            let mut by_series: hashbrown::HashMap<*const SeriesInfo, usize> = hashbrown::HashMap::new();
+            for (i, s) in samples.iter().enumerate() {
+                by_series.entry(Arc::as_ptr(&s.series)).or_insert(i);
+            }
+            for e in &entry.batch.exemplars {
+                let Ok(Some(info)) = series.resolve(e.series, &reader, &external, &cfg.write_relabel) else {
+                    continue;
+                };
+                if let Some(&i) = by_series.get(&Arc::as_ptr(&info)) {
+                    samples[i].exemplars.get_or_insert_default().push((
+                        e.labels.clone(),
+                        e.value,
+                        e.timestamp,
+                    ));
+                }
+            }
+        }
+        if created {
+            super::encode::apply_created(&mut samples);
+        }
         // Pack: whole scrapes per request; a scrape bigger than a request is split into
         // consecutive parts on its lane.
-        let lane_no = (rec.target % lanes.len() as u64) as usize;
-        let n = rec.samples();
+        let lane_no = (entry.batch.target % lanes.len() as u64) as usize;
+        let newest_ts = entry.batch.timestamp;
+        let n = samples.len();
         if let Some(p) = pending.get(&lane_no)
             && p.payload.samples() + n > max
         {
@@ -462,49 +500,33 @@ pub async fn run(
             }
         }
         if n > max {
-            let mut parts: Vec<Payload> =
-                vec![Payload { series: Vec::new(), metadata: rec.metadata.clone() }];
-            let mut count = 0;
-            for mut s in rec.series.drain(..) {
-                while !s.samples.is_empty() {
-                    if count == max {
-                        parts.push(Payload::default());
-                        count = 0;
-                    }
-                    let take = (max - count).min(s.samples.len());
-                    let rest = s.samples.split_off(take);
-                    count += take;
-                    let part = SeriesData {
-                        labels: s.labels.clone(),
-                        samples: std::mem::replace(&mut s.samples, rest),
-                        exemplars: std::mem::take(&mut s.exemplars),
-                        metadata: s.metadata.clone(),
-                        start_timestamp: s.start_timestamp,
-                    };
-                    parts.last_mut().expect("non-empty").series.push(part);
-                }
-            }
-            inflight.insert(rec.at, parts.len());
-            for payload in parts {
-                let job = Job { payload, records: vec![rec.at], newest_ts: rec.ts };
+            let parts = n.div_ceil(max);
+            inflight.insert(entry.at, parts);
+            let mut metadata = Some(metadata);
+            let mut rest = samples;
+            while !rest.is_empty() {
+                let tail = rest.split_off(max.min(rest.len()));
+                let payload = Payload { samples: rest, metadata: metadata.take().unwrap_or_default() };
+                let job = Job { payload, records: vec![entry.at], newest_ts };
                 if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
                     break 'dispatch;
                 }
+                rest = tail;
             }
         } else {
-            inflight.insert(rec.at, 1);
+            inflight.insert(entry.at, 1);
             let job = pending.entry(lane_no).or_insert_with(|| Job {
                 payload: Payload::default(),
                 records: Vec::new(),
                 newest_ts: 0,
             });
-            job.payload.series.extend(rec.series);
-            job.payload.metadata.extend(rec.metadata);
-            job.records.push(rec.at);
-            job.newest_ts = job.newest_ts.max(rec.ts);
+            job.payload.samples.extend(samples);
+            job.payload.metadata.extend(metadata);
+            job.records.push(entry.at);
+            job.newest_ts = job.newest_ts.max(newest_ts);
         }
-        if series.len() > 4 * 1024 * 1024 {
-            series.clear(); // bounded memory under churn; entries rebuild on demand
+        if series.slots.len() > 4 * 1024 * 1024 {
+            series.slots.clear(); // bounded memory under churn; entries rebuild on demand
         }
     }
     let _ = hard_tx.send(true);

@@ -54,47 +54,49 @@ fn put_sample(out: &mut Vec<u8>, field: u32, value: f64, ts: i64, st: i64) {
     }
 }
 
+/// Length of an RW1 `Label { name = 1; value = 2 }`.
+fn label_len(name: &str, value: &str) -> usize {
+    field_len(1, name.len()) + field_len(2, value.len())
+}
+
+/// Length of an exemplar's body (RW1 labels inline; RW2 refs are measured by the caller).
+fn exemplar_tail_len(ts: i64) -> usize {
+    9 + 1 + varint_len(ts as u64)
+}
+
 /// An RW1 `WriteRequest`.
 pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
     out.clear();
-    for s in &p.series {
-        let labels_len: usize = s
-            .labels
-            .iter()
-            .map(|l| field_len(1, field_len(1, l.name.len()) + field_len(2, l.value.len())))
-            .sum();
-        let samples_len: usize = s.samples.iter().map(|&(t, _)| field_len(2, sample_len(t, 0))).sum();
+    for run in p.runs() {
+        let labels = &run[0].series.labels;
+        let labels_len: usize = labels.iter().map(|l| field_len(1, label_len(l.name, l.value))).sum();
+        let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, 0))).sum();
         let ex_len = |e: &(ferry_protocol::LabelSet, f64, i64)| -> usize {
-            let l: usize =
-                e.0.iter()
-                    .map(|l| field_len(1, field_len(1, l.name.len()) + field_len(2, l.value.len())))
-                    .sum();
-            l + 9 + 1 + varint_len(e.2 as u64)
+            let l: usize = e.0.iter().map(|l| field_len(1, label_len(&l.name, &l.value))).sum();
+            l + exemplar_tail_len(e.2)
         };
-        let exemplars_len: usize =
-            if send_exemplars { s.exemplars.iter().map(|e| field_len(3, ex_len(e))).sum() } else { 0 };
+        let exemplars = run.iter().flat_map(|s| s.exemplars()).filter(|_| send_exemplars);
+        let exemplars_len: usize = exemplars.clone().map(|e| field_len(3, ex_len(e))).sum();
         len_field(out, 1, labels_len + samples_len + exemplars_len);
-        for l in s.labels.iter() {
-            len_field(out, 1, field_len(1, l.name.len()) + field_len(2, l.value.len()));
+        for l in labels.iter() {
+            len_field(out, 1, label_len(l.name, l.value));
             bytes_field(out, 1, l.name.as_bytes());
             bytes_field(out, 2, l.value.as_bytes());
         }
-        for &(t, v) in &s.samples {
-            put_sample(out, 2, v, t, 0);
+        for s in run {
+            put_sample(out, 2, s.value, s.timestamp, 0);
         }
-        if send_exemplars {
-            for e in &s.exemplars {
-                len_field(out, 3, ex_len(e));
-                for l in e.0.iter() {
-                    len_field(out, 1, field_len(1, l.name.len()) + field_len(2, l.value.len()));
-                    bytes_field(out, 1, l.name.as_bytes());
-                    bytes_field(out, 2, l.value.as_bytes());
-                }
-                key(out, 2, 1);
-                out.extend_from_slice(&e.1.to_bits().to_le_bytes());
-                key(out, 3, 0);
-                put_varint(out, e.2 as u64);
+        for e in exemplars {
+            len_field(out, 3, ex_len(e));
+            for l in e.0.iter() {
+                len_field(out, 1, label_len(&l.name, &l.value));
+                bytes_field(out, 1, l.name.as_bytes());
+                bytes_field(out, 2, l.value.as_bytes());
             }
+            key(out, 2, 1);
+            out.extend_from_slice(&e.1.to_bits().to_le_bytes());
+            key(out, 3, 0);
+            put_varint(out, e.2 as u64);
         }
     }
     for (family, kind, help, unit) in &p.metadata {
@@ -112,54 +114,60 @@ pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
     }
 }
 
+fn put_refs(out: &mut Vec<u8>, refs: &[u32]) {
+    for &r in refs {
+        put_varint(out, r as u64);
+    }
+}
+
+fn refs_len(refs: &[u32]) -> usize {
+    refs.iter().map(|&r| varint_len(r as u64)).sum()
+}
+
 /// An RW2 `Request`: the series first (interning as it goes), then the symbol table.
 pub fn rw2(p: &Payload, table: &mut SymbolTable, series_buf: &mut Vec<u8>, out: &mut Vec<u8>) {
     table.reset();
     series_buf.clear();
     let mut refs: Vec<u32> = Vec::with_capacity(32);
     let mut ex_refs: Vec<Vec<u32>> = Vec::new();
-    for s in &p.series {
+    for run in p.runs() {
+        let series = &run[0].series;
+        let st = run[0].start_timestamp;
         refs.clear();
-        for l in &s.labels {
+        for l in &series.labels {
             refs.push(table.symbolize(l.name));
             refs.push(table.symbolize(l.value));
         }
-        let refs_len: usize = refs.iter().map(|&r| varint_len(r as u64)).sum();
-        let samples_len: usize =
-            s.samples.iter().map(|&(t, _)| field_len(2, sample_len(t, s.start_timestamp))).sum();
+        let labels_len = refs_len(&refs);
+        let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, st))).sum();
+        let exemplars = run.iter().flat_map(|s| s.exemplars());
         ex_refs.clear();
         let mut ex_len = 0;
-        for e in &s.exemplars {
+        for e in exemplars.clone() {
             let mut r = Vec::new();
             table.symbolize_labels(&e.0, &mut r);
-            let rl: usize = r.iter().map(|&x| varint_len(x as u64)).sum();
-            let body = if r.is_empty() { 0 } else { field_len(1, rl) } + 9 + 1 + varint_len(e.2 as u64);
+            let body = if r.is_empty() { 0 } else { field_len(1, refs_len(&r)) } + exemplar_tail_len(e.2);
             ex_len += field_len(4, body);
             ex_refs.push(r);
         }
-        let md = s
+        let md = series
             .metadata
             .as_ref()
             .map(|m| (m.0.wire() as u64, table.symbolize(&m.1) as u64, table.symbolize(&m.2) as u64));
         let md_len =
             md.map_or(0, |(t, h, u)| field_len(5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u)));
-        len_field(series_buf, 5, field_len(1, refs_len) + samples_len + ex_len + md_len);
-        len_field(series_buf, 1, refs_len);
-        for &r in &refs {
-            put_varint(series_buf, r as u64);
+        len_field(series_buf, 5, field_len(1, labels_len) + samples_len + ex_len + md_len);
+        len_field(series_buf, 1, labels_len);
+        put_refs(series_buf, &refs);
+        for s in run {
+            put_sample(series_buf, 2, s.value, s.timestamp, st);
         }
-        for &(t, v) in &s.samples {
-            put_sample(series_buf, 2, v, t, s.start_timestamp);
-        }
-        for (e, r) in s.exemplars.iter().zip(&ex_refs) {
-            let rl: usize = r.iter().map(|&x| varint_len(x as u64)).sum();
-            let body = if r.is_empty() { 0 } else { field_len(1, rl) } + 9 + 1 + varint_len(e.2 as u64);
+        for (e, r) in exemplars.zip(&ex_refs) {
+            let body = if r.is_empty() { 0 } else { field_len(1, refs_len(r)) } + exemplar_tail_len(e.2);
             len_field(series_buf, 4, body);
             if !r.is_empty() {
-                len_field(series_buf, 1, rl);
-                for &x in r {
-                    put_varint(series_buf, x as u64);
-                }
+                len_field(series_buf, 1, refs_len(r));
+                put_refs(series_buf, r);
             }
             key(series_buf, 2, 1);
             series_buf.extend_from_slice(&e.1.to_bits().to_le_bytes());
@@ -177,7 +185,7 @@ pub fn rw2(p: &Payload, table: &mut SymbolTable, series_buf: &mut Vec<u8>, out: 
         }
     }
     out.clear();
-    for sym in table.symbols() {
+    for sym in table.iter() {
         bytes_field(out, 4, sym.as_bytes());
     }
     out.extend_from_slice(series_buf);
@@ -191,35 +199,36 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::remote::encode::SeriesData;
+    use crate::remote::encode::{Sample, SeriesInfo};
     use crate::scrape::parse::MetricType;
 
     fn payload() -> Payload {
-        let ls = |pairs: &[(&str, &str)]| {
-            crate::series_labels::SeriesLabels::from_set(
-                &LabelSet::from_pairs(pairs.iter().copied()).unwrap(),
-            )
+        let info = |pairs: &[(&str, &str)], metadata| {
+            let ls = LabelSet::from_pairs(pairs.iter().copied()).unwrap();
+            Arc::new(SeriesInfo { labels: crate::series_labels::SeriesLabels::from_set(&ls), metadata })
+        };
+        let up = info(
+            &[("__name__", "up"), ("job", "j"), ("instance", "h:1")],
+            Some(Arc::new((MetricType::Gauge, "Health.".into(), String::new()))),
+        );
+        let x = info(&[("__name__", "x"), ("v", "é\\n\"")], None);
+        let with = |mut s: Sample, st: i64, ex: Vec<(LabelSet, f64, i64)>| {
+            s.start_timestamp = st;
+            s.exemplars = (!ex.is_empty()).then(|| Box::new(ex));
+            s
         };
         Payload {
-            series: vec![
-                SeriesData {
-                    labels: ls(&[("__name__", "up"), ("job", "j"), ("instance", "h:1")]),
-                    samples: vec![(1_700_000_000_000, 1.0), (1_700_000_015_000, STALE_NAN), (-5, 0.0)],
-                    exemplars: vec![(
-                        LabelSet::from_pairs([("trace_id", "abc")]).unwrap(),
-                        2.5,
-                        1_700_000_000_001,
-                    )],
-                    metadata: Some(Arc::new((MetricType::Gauge, "Health.".into(), String::new()))),
-                    start_timestamp: 1_699_000_000_000,
-                },
-                SeriesData {
-                    labels: ls(&[("__name__", "x"), ("v", "é\\n\"")]),
-                    samples: vec![(0, f64::NAN)],
-                    exemplars: vec![(LabelSet::new(), 1.0, 0)],
-                    metadata: None,
-                    start_timestamp: 0,
-                },
+            samples: vec![
+                with(
+                    Sample::new(up.clone(), 1_700_000_000_000, 1.0),
+                    1_699_000_000_000,
+                    vec![(LabelSet::from_pairs([("trace_id", "abc")]).unwrap(), 2.5, 1_700_000_000_001)],
+                ),
+                with(Sample::new(up.clone(), 1_700_000_015_000, STALE_NAN), 1_699_000_000_000, vec![]),
+                with(Sample::new(up.clone(), -5, 0.0), 1_699_000_000_000, vec![]),
+                with(Sample::new(x.clone(), 0, f64::NAN), 0, vec![(LabelSet::new(), 1.0, 0)]),
+                // The same series again after another: a TimeSeries of its own.
+                Sample::new(up, 1_700_000_030_000, 2.0),
             ],
             metadata: vec![("up".into(), MetricType::Gauge, "Health.".into(), "".into())],
         }
