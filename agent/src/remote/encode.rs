@@ -24,6 +24,15 @@ pub type FamilyMeta = Arc<(MetricType, String, String)>;
 pub struct SeriesInfo {
     pub labels: SeriesLabels,
     pub metadata: Option<FamilyMeta>,
+    /// An OpenMetrics `<family>_created` series (see [`apply_created`]).
+    pub created: bool,
+}
+
+impl SeriesInfo {
+    pub fn new(labels: SeriesLabels, metadata: Option<FamilyMeta>) -> SeriesInfo {
+        let created = labels.metric_name().is_some_and(|n| n.ends_with("_created"));
+        SeriesInfo { labels, metadata, created }
+    }
 }
 
 /// One sample of a request.
@@ -216,7 +225,7 @@ mod tests {
 
     fn info(pairs: &[(&str, &str)], metadata: Option<FamilyMeta>) -> Arc<SeriesInfo> {
         let labels = SeriesLabels::from_set(&LabelSet::from_pairs(pairs.iter().copied()).unwrap());
-        Arc::new(SeriesInfo { labels, metadata })
+        Arc::new(SeriesInfo::new(labels, metadata))
     }
 
     #[test]

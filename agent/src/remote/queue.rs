@@ -275,7 +275,7 @@ impl Series {
         };
         let info = labels.map(|labels| {
             let metadata = self.metadata(&labels);
-            Arc::new(SeriesInfo { labels, metadata })
+            Arc::new(SeriesInfo::new(labels, metadata))
         });
         self.slots.insert(id, Slot { info: info.clone(), generation: self.generation });
         Ok(info)
@@ -452,7 +452,7 @@ pub async fn run(
         for s in &entry.batch.samples {
             match series.resolve(s.series, &reader, &external, &cfg.write_relabel) {
                 Ok(Some(info)) => {
-                    created |= info.labels.metric_name().is_some_and(|n| n.ends_with("_created"));
+                    created |= info.created;
                     samples.push(Sample::new(info, s.timestamp, s.value));
                 }
                 Ok(None) => {

@@ -129,14 +129,30 @@ pub fn rw2(p: &Payload, table: &mut SymbolTable, series_buf: &mut Vec<u8>, out: 
     table.reset();
     series_buf.clear();
     let mut refs: Vec<u32> = Vec::with_capacity(32);
+    // The previous series' strings and refs by position. A scrape lists a family's series
+    // together, so the label names, and most values (a histogram's buckets differ only in
+    // `le`), equal the previous series' at the same position: comparing with a string that
+    // was just read is much cheaper than a table lookup.
+    let mut prev: Vec<(&str, u32)> = Vec::with_capacity(32);
     let mut ex_refs: Vec<Vec<u32>> = Vec::new();
     for run in p.runs() {
         let series = &run[0].series;
         let st = run[0].start_timestamp;
         refs.clear();
-        for l in &series.labels {
-            refs.push(table.symbolize(l.name));
-            refs.push(table.symbolize(l.value));
+        for (i, s) in series.labels.iter().flat_map(|l| [l.name, l.value]).enumerate() {
+            let r = match prev.get(i) {
+                Some(&(p, r)) if p == s => r,
+                _ => {
+                    let r = table.symbolize(s);
+                    if i < prev.len() {
+                        prev[i] = (s, r);
+                    } else {
+                        prev.push((s, r));
+                    }
+                    r
+                }
+            };
+            refs.push(r);
         }
         let labels_len = refs_len(&refs);
         let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, st))).sum();
@@ -205,7 +221,7 @@ mod tests {
     fn payload() -> Payload {
         let info = |pairs: &[(&str, &str)], metadata| {
             let ls = LabelSet::from_pairs(pairs.iter().copied()).unwrap();
-            Arc::new(SeriesInfo { labels: crate::series_labels::SeriesLabels::from_set(&ls), metadata })
+            Arc::new(SeriesInfo::new(crate::series_labels::SeriesLabels::from_set(&ls), metadata))
         };
         let up = info(
             &[("__name__", "up"), ("job", "j"), ("instance", "h:1")],
