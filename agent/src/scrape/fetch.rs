@@ -264,8 +264,7 @@ impl Fetcher {
             }
         }
         let decoded_len = body.len();
-        let body =
-            String::from_utf8(body).map_err(|e| FetchError::new(format!("body is not valid UTF-8: {e}")))?;
+        let body = super::parse::body_text(body).map_err(FetchError::new)?;
         Ok(Response { body, content_type, decoded_len })
     }
 }

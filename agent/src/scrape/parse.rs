@@ -740,6 +740,45 @@ pub fn parse_series(
     Ok((name, labels))
 }
 
+/// The body as text. Prometheus only fails a scrape for invalid UTF-8 where it reads text: in
+/// names, label values and HELP; a plain comment (`# anything`) is skipped unread, whatever
+/// its bytes. So a body that is not UTF-8 as a whole has its invalid plain comments blanked
+/// (to `#`, keeping line numbers) and fails only when some other line is invalid.
+pub fn body_text(body: Vec<u8>) -> Result<String, String> {
+    let body = match String::from_utf8(body) {
+        Ok(s) => return Ok(s),
+        Err(e) => e.into_bytes(),
+    };
+    let mut out = String::with_capacity(body.len());
+    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        match std::str::from_utf8(line) {
+            Ok(l) => out.push_str(l),
+            Err(_) => {
+                let words = |l: &[u8]| {
+                    l.strip_prefix(b"#").map(|rest| {
+                        let rest = rest.trim_ascii_start();
+                        rest.split(|&b| b == b' ' || b == b'\t').next().unwrap_or_default().to_vec()
+                    })
+                };
+                match words(line).as_deref() {
+                    Some(b"HELP") => return Err(format!("line {}: HELP text is not valid UTF-8", n + 1)),
+                    Some(b"TYPE" | b"UNIT" | b"EOF") => {
+                        return Err(format!("line {}: metadata line is not valid UTF-8", n + 1));
+                    }
+                    Some(_) => out.push('#'),
+                    None => {
+                        return Err(format!("line {}: invalid UTF-8 in a metric name or label value", n + 1));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Chooses the parser from a response's Content-Type (Go `mime.ParseMediaType` rules), or the
 /// fallback protocol when the header is missing or unusable.
 pub fn format_for(content_type: Option<&str>, fallback: Option<Format>) -> Result<Format, String> {
@@ -766,6 +805,17 @@ pub fn format_for(content_type: Option<&str>, fallback: Option<Format>) -> Resul
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn invalid_utf8_fails_only_where_prometheus_reads_text() {
+        let ok = body_text(b"# caf\xe9 comment\nm 1\n".to_vec()).unwrap();
+        assert_eq!(ok, "#\nm 1\n", "a plain comment with invalid bytes is blanked");
+        assert_eq!(body_text(b"m 1\n".to_vec()).unwrap(), "m 1\n");
+        let err = |b: &[u8]| body_text(b.to_vec()).unwrap_err();
+        assert_eq!(err(b"m 1\nm{a=\"\xff\"} 1\n"), "line 2: invalid UTF-8 in a metric name or label value");
+        assert_eq!(err(b"# HELP m caf\xe9\nm 1\n"), "line 1: HELP text is not valid UTF-8");
+        assert_eq!(err(b"#  TYPE m\xff counter\n"), "line 1: metadata line is not valid UTF-8");
+    }
     use std::collections::HashSet;
 
     use proptest::prelude::*;
