@@ -79,7 +79,7 @@ struct Args {
 
 /// What one run measured.
 #[derive(Debug, Clone, Default)]
-struct Result {
+struct Measured {
     cpu_us_per_sample: f64,
     cpu_cores: f64,
     peak_rss_mib: f64,
@@ -94,7 +94,7 @@ struct Result {
     samples_per_request: f64,
 }
 
-impl Result {
+impl Measured {
     fn fields(&self) -> [(&'static str, f64); 12] {
         [
             ("cpu_us_per_sample", self.cpu_us_per_sample),
@@ -112,13 +112,13 @@ impl Result {
         ]
     }
 
-    fn median(runs: &[Result]) -> Result {
-        let pick = |f: fn(&Result) -> f64| {
+    fn median(runs: &[Measured]) -> Measured {
+        let pick = |f: fn(&Measured) -> f64| {
             let mut v: Vec<f64> = runs.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        Result {
+        Measured {
             cpu_us_per_sample: pick(|r| r.cpu_us_per_sample),
             cpu_cores: pick(|r| r.cpu_cores),
             peak_rss_mib: pick(|r| r.peak_rss_mib),
@@ -166,7 +166,7 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
-async fn run_one(args: &Args, agent: &str, rep: usize) -> std::result::Result<Result, String> {
+async fn run_one(args: &Args, agent: &str, rep: usize) -> Result<Measured, String> {
     let dir = args.workdir.join(format!("{agent}-{}-r{rep}", args.scenario));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -269,7 +269,7 @@ async fn run_one(args: &Args, agent: &str, rep: usize) -> std::result::Result<Re
         _ => wal_dir1.saturating_sub(wal_dir0) as f64 / samples_in,
     };
     let _ = std::fs::remove_dir_all(&data);
-    Ok(Result {
+    Ok(Measured {
         cpu_us_per_sample: cpu * 1e6 / served_window.max(1) as f64,
         cpu_cores: cpu / secs,
         peak_rss_mib: peak,
@@ -316,7 +316,7 @@ fn main() {
         args.reps,
         agents.join(", ")
     );
-    let mut results: Vec<(String, Vec<Result>)> = agents.iter().map(|a| (a.clone(), Vec::new())).collect();
+    let mut results: Vec<(String, Vec<Measured>)> = agents.iter().map(|a| (a.clone(), Vec::new())).collect();
     for rep in 1..=args.reps {
         for (agent, runs) in &mut results {
             eprintln!("e2e: {agent} run {rep}/{} ...", args.reps);
@@ -359,8 +359,8 @@ fn main() {
         "| agent | CPU µs/sample | peak RSS MiB | RSS B/series | wire B/sample | decoded B/sample | WAL B/sample | delivery | max lag s | catch-up s | harness CPU s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let medians: Vec<(String, Result)> =
-        results.iter().map(|(a, r)| (a.clone(), Result::median(r))).collect();
+    let medians: Vec<(String, Measured)> =
+        results.iter().map(|(a, r)| (a.clone(), Measured::median(r))).collect();
     for (agent, r) in &medians {
         println!(
             "| {agent} | {:.3} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.4} | {:.2} | {:.1} | {:.1} |",
