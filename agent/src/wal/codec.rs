@@ -82,16 +82,19 @@ fn type_kind(b: u8) -> MetricType {
     }
 }
 
-/// Encodes `b`, with `defs` as the series definitions this record must carry.
-pub fn encode(b: &ScrapeBatch, defs: &[SeriesDef], out: &mut Vec<u8>) {
+/// Encodes `b`, with `defs` as the series definitions this record must carry; returns how
+/// many of the bytes written are those definitions.
+pub fn encode(b: &ScrapeBatch, defs: &[SeriesDef], out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(&b.target.to_le_bytes());
     out.extend_from_slice(&b.timestamp.to_le_bytes());
     out.push(u8::from(b.error.is_some()));
+    let defs_start = out.len();
     put_varint(out, defs.len() as u64);
     for d in defs {
         put_varint(out, d.id);
         put_series_labels(out, &d.labels);
     }
+    let defs_len = out.len() - defs_start;
     put_varint(out, b.samples.len() as u64);
     let mut prev = 0i64;
     for s in &b.samples {
@@ -123,6 +126,7 @@ pub fn encode(b: &ScrapeBatch, defs: &[SeriesDef], out: &mut Vec<u8>) {
         put_str(out, &m.help);
         put_str(out, &m.unit);
     }
+    defs_len
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -72,6 +72,8 @@ pub struct WalMetrics {
 pub struct Options {
     pub sync_interval: Duration,
     pub max_size: u64,
+    /// When to start a new segment: after this many bytes of records, not counting the
+    /// series definitions each segment re-states (see `Writer::data_bytes`).
     pub segment_size: u64,
 }
 
@@ -98,6 +100,12 @@ struct Writer {
     /// Segment size in force: `Options::segment_size`, lowered after a disk-full error to a
     /// quarter of what fitted, so sent segments rotate out and free space in time.
     segment_limit: u64,
+    /// Bytes of this segment that are not series definitions: what `segment_limit` is
+    /// measured against. Every segment re-states the labels of the series it uses, so when
+    /// the active series' labels alone outgrow a segment (500k series at ~200 bytes is about
+    /// 100 MB, over the default 64 MiB), counting them would rotate before the series were
+    /// all stated, and the next segment would state them again: a WAL of nothing but labels.
+    data_bytes: u64,
 }
 
 pub struct Wal {
@@ -248,6 +256,7 @@ impl Wal {
                 buf: Vec::new(),
                 force_rotate: false,
                 segment_limit: opts.segment_size,
+                data_bytes: 0,
             }),
             end: watch::channel(Pos { seg: next, off: 0 }).0,
             metrics: WalMetrics::default(),
@@ -284,7 +293,7 @@ impl Wal {
                 labels.insert(d.id, (d.labels.clone(), now));
             }
         }
-        if w.file.is_none() || w.cur.off >= w.segment_limit || w.force_rotate {
+        if w.file.is_none() || w.data_bytes >= w.segment_limit || w.force_rotate {
             w.force_rotate = false;
             self.rotate(&mut w)?;
         }
@@ -306,7 +315,7 @@ impl Wal {
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
         buf.extend_from_slice(&[0u8; 8]);
-        codec::encode(batch, &defs, &mut buf);
+        let defs_len = codec::encode(batch, &defs, &mut buf);
         let len = (buf.len() - 8) as u32;
         let crc = crc32c(&buf[8..]);
         buf[..4].copy_from_slice(&len.to_le_bytes());
@@ -344,6 +353,7 @@ impl Wal {
         info.records.push((at.off, batch.samples.len() as u32));
         info.size = at.off + buf.len() as u64;
         w.cur.off += buf.len() as u64;
+        w.data_bytes += (buf.len() - defs_len) as u64;
         w.dirty = true;
         self.metrics.records_written.fetch_add(1, Relaxed);
         self.metrics.bytes_written.fetch_add(buf.len() as u64, Relaxed);
@@ -369,6 +379,7 @@ impl Wal {
         w.file = Some(f);
         w.segments.insert(w.cur.seg, Segment::default());
         w.defined.clear();
+        w.data_bytes = 0;
         if let Some(cutoff) = Instant::now().checked_sub(LABELS_TTL) {
             w.labels.lock().expect("labels lock").retain(|_, (_, used)| *used >= cutoff);
         }

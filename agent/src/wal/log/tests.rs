@@ -75,7 +75,7 @@ fn read_all_except(wal: &Wal, from: Pos, unresolvable: &[u64]) -> Vec<(Pos, i64)
 #[test]
 fn round_trip_across_segments_and_restarts() {
     let dir = tmp("rt");
-    let (wal, rec) = Wal::open(&dir, opts(300, 1 << 30)).unwrap();
+    let (wal, rec) = Wal::open(&dir, opts(150, 1 << 30)).unwrap();
     assert_eq!(rec, Recovery::default());
     let mut positions = Vec::new();
     for n in 0..40 {
@@ -89,7 +89,7 @@ fn round_trip_across_segments_and_restarts() {
     let mid = positions[17];
     assert_eq!(read_all(&wal, mid).len(), 40 - 17);
     drop(wal);
-    let (wal, rec) = Wal::open(&dir, opts(300, 1 << 30)).unwrap();
+    let (wal, rec) = Wal::open(&dir, opts(150, 1 << 30)).unwrap();
     assert_eq!((rec.records, rec.corrupt_records, rec.torn_bytes), (40, 0, 0));
     assert_eq!(rec.max_series_id, 139);
     assert!(wal.end().seg > positions.last().unwrap().seg, "a restart writes a new segment");
@@ -222,4 +222,50 @@ proptest! {
         prop_assert_eq!(got_ts, want);
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+#[test]
+fn labels_larger_than_a_segment_are_not_restated_by_every_record() {
+    // 500 series with ~100-byte labels: about 50 KB of definitions, over the 8 KiB segment.
+    let dir = tmp("big-labels");
+    let (wal, _) = Wal::open(&dir, opts(8 << 10, 1 << 30)).unwrap();
+    let defs: Vec<SeriesDef> = (0..500u64)
+        .map(|id| SeriesDef {
+            id,
+            labels: SeriesLabels::from_set(
+                &LabelSet::from_pairs([
+                    ("__name__", "container_cpu_usage_seconds_total".to_owned()),
+                    ("id", format!("/kubepods/burstable/pod{id:060}")),
+                ])
+                .unwrap(),
+            ),
+        })
+        .collect();
+    let scrape = |n: i64, new_series: Vec<SeriesDef>| ScrapeBatch {
+        target: 1,
+        timestamp: n * 1000,
+        new_series,
+        samples: (0..500u64)
+            .map(|id| BatchSample { series: id, timestamp: n * 1000, value: n as f64 })
+            .collect(),
+        ..Default::default()
+    };
+    wal.append(&scrape(0, defs)).unwrap();
+    let first = wal.metrics.bytes_written.load(Relaxed);
+    assert!(first > 40_000, "the first record states every series ({first} bytes)");
+    for n in 1..=12 {
+        wal.append(&scrape(n, Vec::new())).unwrap();
+    }
+    let rest = wal.metrics.bytes_written.load(Relaxed) - first;
+    // A record's samples take about 1.5 KB: a segment holds several before it rotates, and
+    // only a rotation restates the labels. Restating on every record would write over 600 KB.
+    assert!(rest < 4 * first, "12 records wrote {rest} bytes after a first of {first}");
+    let mut r = wal.reader(Pos { seg: 0, off: 0 }).unwrap();
+    let mut records = 0;
+    while let Some(e) = r.next(wal.end()).unwrap() {
+        assert!(e.batch.samples.iter().all(|s| r.labels(s.series).is_some()), "every sample resolves");
+        records += 1;
+    }
+    assert_eq!(records, 13);
+    let _ = std::fs::remove_dir_all(&dir);
 }
