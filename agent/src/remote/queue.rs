@@ -208,20 +208,39 @@ async fn deliver(
     }
 }
 
-/// The endpoint's view of each series it has seen: what to send (None: dropped by
-/// `write_relabel_configs`), and the metadata generation it was resolved at.
-struct Slot {
-    info: Option<Arc<SeriesInfo>>,
+/// One target's series in the order its last record listed them, each as this endpoint sends
+/// it (`None`: dropped by `write_relabel_configs`). A steady scrape lists the same series in
+/// the same order, so a record is matched position by position, with no map probe per sample.
+#[derive(Default)]
+struct TargetSeries {
+    ids: Vec<u64>,
+    infos: Vec<Option<Arc<SeriesInfo>>>,
+    /// The metadata generation `infos` were resolved at.
+    generation: u64,
+    used: Option<Instant>,
+}
+
+/// Series and family state of one endpoint.
+#[derive(Default)]
+struct Series {
+    targets: hashbrown::HashMap<u64, TargetSeries>,
+    families: hashbrown::HashMap<String, FamilyMeta>,
+    /// Bumped whenever a family's metadata changes; targets re-resolve theirs lazily.
     generation: u64,
 }
 
-/// Series and family state of one endpoint, so that a record costs one map probe per sample.
+/// What resolving a record's samples dropped.
 #[derive(Default)]
-struct Series {
-    slots: hashbrown::HashMap<u64, Slot>,
-    families: hashbrown::HashMap<String, FamilyMeta>,
-    /// Bumped whenever a family's metadata changes; slots re-resolve theirs lazily.
-    generation: u64,
+struct Dropped {
+    relabel: u64,
+    unresolved: u64,
+}
+
+fn family_metadata(
+    families: &hashbrown::HashMap<String, FamilyMeta>,
+    labels: &SeriesLabels,
+) -> Option<FamilyMeta> {
+    labels.metric_name().and_then(|n| family_candidates(n).find_map(|f| families.get(f).cloned()))
 }
 
 impl Series {
@@ -237,48 +256,106 @@ impl Series {
         }
     }
 
-    fn metadata(&self, labels: &SeriesLabels) -> Option<FamilyMeta> {
-        labels.metric_name().and_then(|n| family_candidates(n).find_map(|f| self.families.get(f).cloned()))
-    }
-
-    /// The series `id` as this endpoint sends it, `None` when relabeling drops it; `Err` when
-    /// the WAL cannot say what `id` is.
+    /// The samples of one record as request samples, with the series ids of those kept when
+    /// `ids` is given (for attaching exemplars).
+    #[allow(clippy::too_many_arguments)]
     fn resolve(
         &mut self,
-        id: u64,
+        target: u64,
+        samples: &[crate::scrape::batch::BatchSample],
         reader: &crate::wal::Reader,
         external: &LabelSet,
         write_relabel: &[relabel::Rule],
-    ) -> Result<Option<Arc<SeriesInfo>>, ()> {
-        if let Some(slot) = self.slots.get(&id)
-            && (slot.generation == self.generation || slot.info.is_none())
-        {
-            return Ok(slot.info.clone());
-        }
-        let labels = match self.slots.get(&id) {
-            Some(Slot { info: Some(info), .. }) => Some(info.labels.clone()),
-            _ => {
-                let raw = reader.labels(id).ok_or(())?;
-                if external.is_empty() && write_relabel.is_empty() {
-                    // Nothing changes the labels: share the WAL's copy.
-                    Some(raw.clone())
-                } else {
-                    let mut b = Builder::from_set(&raw.to_label_set());
-                    for l in external {
-                        if b.get(&l.name).is_empty() {
-                            b.set(&l.name, &l.value);
-                        }
-                    }
-                    relabel::process(write_relabel, &mut b).then(|| SeriesLabels::from_set(&b.labels()))
+        dropped: &mut Dropped,
+        mut ids: Option<&mut Vec<u64>>,
+    ) -> Vec<Sample> {
+        let Series { targets, families, generation } = self;
+        let t = targets.entry(target).or_default();
+        t.used = Some(Instant::now());
+        let mut out = Vec::with_capacity(samples.len());
+        let mut relabeled_away = 0;
+        let mut keep = |info: &Option<Arc<SeriesInfo>>, s: &crate::scrape::batch::BatchSample| match info {
+            Some(info) => {
+                out.push(Sample::new(info.clone(), s.timestamp, s.value));
+                if let Some(ids) = ids.as_mut() {
+                    ids.push(s.series);
                 }
             }
+            None => relabeled_away += 1,
         };
-        let info = labels.map(|labels| {
-            let metadata = self.metadata(&labels);
-            Arc::new(SeriesInfo::new(labels, metadata))
-        });
-        self.slots.insert(id, Slot { info: info.clone(), generation: self.generation });
-        Ok(info)
+        let steady = t.generation == *generation
+            && t.ids.len() == samples.len()
+            && t.ids.iter().zip(samples).all(|(&id, s)| id == s.series);
+        if steady {
+            for (info, s) in t.infos.iter().zip(samples) {
+                keep(info, s);
+            }
+            dropped.relabel += relabeled_away;
+            return out;
+        }
+        // The series set, its order or some metadata changed: rebuild this target's list,
+        // reusing what is known and resolving only new series.
+        let old: hashbrown::HashMap<u64, usize> = t.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let stale_metadata = t.generation != *generation;
+        let mut new_ids = Vec::with_capacity(samples.len());
+        let mut new_infos = Vec::with_capacity(samples.len());
+        for s in samples {
+            let info = match old.get(&s.series) {
+                Some(&i) => match &t.infos[i] {
+                    Some(info) if stale_metadata => {
+                        let metadata = family_metadata(families, &info.labels);
+                        let same = match (&metadata, &info.metadata) {
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        };
+                        Some(if same {
+                            info.clone()
+                        } else {
+                            Arc::new(SeriesInfo::new(info.labels.clone(), metadata))
+                        })
+                    }
+                    other => other.clone(),
+                },
+                None => {
+                    // A series this endpoint has not seen: its labels come from the WAL.
+                    let Some(raw) = reader.labels(s.series) else {
+                        dropped.unresolved += 1;
+                        continue;
+                    };
+                    let labels = if external.is_empty() && write_relabel.is_empty() {
+                        // Nothing changes the labels: share the WAL's copy.
+                        Some(raw.clone())
+                    } else {
+                        let mut b = Builder::from_set(&raw.to_label_set());
+                        for l in external {
+                            if b.get(&l.name).is_empty() {
+                                b.set(&l.name, &l.value);
+                            }
+                        }
+                        relabel::process(write_relabel, &mut b).then(|| SeriesLabels::from_set(&b.labels()))
+                    };
+                    labels.map(|labels| {
+                        let metadata = family_metadata(families, &labels);
+                        Arc::new(SeriesInfo::new(labels, metadata))
+                    })
+                }
+            };
+            keep(&info, s);
+            new_ids.push(s.series);
+            new_infos.push(info);
+        }
+        t.ids = new_ids;
+        t.infos = new_infos;
+        t.generation = *generation;
+        dropped.relabel += relabeled_away;
+        out
+    }
+
+    /// Forgets targets that sent nothing for `idle` (gone from discovery): they rebuild
+    /// from the WAL if they come back.
+    fn forget_idle(&mut self, idle: Duration) {
+        self.targets.retain(|_, t| t.used.is_some_and(|u| u.elapsed() < idle));
     }
 }
 
@@ -335,6 +412,7 @@ pub async fn run(
     let mut last_ack_write = Instant::now();
     let mut pending: HashMap<usize, Job> = HashMap::new();
     let mut series = Series::default();
+    let mut last_sweep = Instant::now();
     let mut period = Instant::now();
     let mut kept_up = false;
     let mut stopping: Option<Instant> = None;
@@ -447,34 +525,30 @@ pub async fn run(
             .iter()
             .map(|m| (m.metric_family.clone(), m.kind, m.help.clone(), m.unit.clone()))
             .collect();
-        let mut samples: Vec<Sample> = Vec::with_capacity(entry.batch.samples.len());
-        let mut created = false;
-        for s in &entry.batch.samples {
-            match series.resolve(s.series, &reader, &external, &cfg.write_relabel) {
-                Ok(Some(info)) => {
-                    created |= info.created;
-                    samples.push(Sample::new(info, s.timestamp, s.value));
-                }
-                Ok(None) => {
-                    metrics.dropped_relabel.fetch_add(1, Relaxed);
-                }
-                Err(()) => {
-                    metrics.dropped_unresolved.fetch_add(1, Relaxed);
-                }
-            }
-        }
-        if !entry.batch.exemplars.is_empty() {
+        let mut dropped = Dropped::default();
+        let mut ids = Vec::new();
+        let want_ids = !entry.batch.exemplars.is_empty();
+        let mut samples = series.resolve(
+            entry.batch.target,
+            &entry.batch.samples,
+            &reader,
+            &external,
+            &cfg.write_relabel,
+            &mut dropped,
+            want_ids.then_some(&mut ids),
+        );
+        metrics.dropped_relabel.fetch_add(dropped.relabel, Relaxed);
+        metrics.dropped_unresolved.fetch_add(dropped.unresolved, Relaxed);
+        let created = samples.iter().any(|s| s.series.created);
+        if want_ids {
             // A scrape has one sample per series, so an exemplar belongs to the first (only)
-            // sample of its series; look them up only when there are exemplars.
-            let mut by_series: hashbrown::HashMap<*const SeriesInfo, usize> = hashbrown::HashMap::new();
-            for (i, s) in samples.iter().enumerate() {
-                by_series.entry(Arc::as_ptr(&s.series)).or_insert(i);
+            // sample of its series.
+            let mut by_series: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+            for (i, &id) in ids.iter().enumerate() {
+                by_series.entry(id).or_insert(i);
             }
             for e in &entry.batch.exemplars {
-                let Ok(Some(info)) = series.resolve(e.series, &reader, &external, &cfg.write_relabel) else {
-                    continue;
-                };
-                if let Some(&i) = by_series.get(&Arc::as_ptr(&info)) {
+                if let Some(&i) = by_series.get(&e.series) {
                     samples[i].exemplars.get_or_insert_default().push((
                         e.labels.clone(),
                         e.value,
@@ -525,8 +599,9 @@ pub async fn run(
             job.records.push(entry.at);
             job.newest_ts = job.newest_ts.max(newest_ts);
         }
-        if series.slots.len() > 4 * 1024 * 1024 {
-            series.slots.clear(); // bounded memory under churn; entries rebuild on demand
+        if last_sweep.elapsed() >= Duration::from_secs(60) {
+            series.forget_idle(Duration::from_secs(600));
+            last_sweep = Instant::now();
         }
     }
     let _ = hard_tx.send(true);
@@ -538,4 +613,77 @@ pub async fn run(
     let w = wal.clone();
     let n = name.clone();
     let _ = tokio::task::spawn_blocking(move || w.ack(&n, cursor)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrape::batch::{BatchMetadata, BatchSample, ScrapeBatch, SeriesDef};
+    use crate::wal::Options;
+
+    fn labels(name: &str, i: u64) -> SeriesLabels {
+        SeriesLabels::from_set(&LabelSet::from_pairs([("__name__", name.to_owned()), ("i", i.to_string())]).unwrap())
+    }
+
+    fn sample(id: u64) -> BatchSample {
+        BatchSample { series: id, timestamp: 1, value: id as f64 }
+    }
+
+    /// A WAL reader that knows series 1..=4 (`m`, `m`, `dropme`, `m`).
+    fn reader(dir: &std::path::Path) -> (Arc<Wal>, crate::wal::Reader) {
+        let (wal, _) = Wal::open(dir, Options { sync_interval: Duration::ZERO, max_size: 1 << 30, segment_size: 1 << 20 }).unwrap();
+        let defs = [(1, "m"), (2, "m"), (3, "dropme"), (4, "m")]
+            .map(|(id, name)| SeriesDef { id, labels: labels(name, id) })
+            .to_vec();
+        let samples = (1..=4).map(sample).collect();
+        wal.append(&ScrapeBatch { target: 9, timestamp: 1, new_series: defs, samples, ..Default::default() }).unwrap();
+        let mut r = wal.reader(Pos { seg: 0, off: 0 }).unwrap();
+        r.next(wal.end()).unwrap().expect("the record");
+        (wal, r)
+    }
+
+    #[test]
+    fn records_resolve_by_position_and_rebuild_on_change() {
+        let dir = std::env::temp_dir().join(format!("ferry-queue-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (_wal, r) = reader(&dir);
+        let drop_rule: Vec<relabel::Rule> = serde_yaml::from_str::<Vec<relabel::RawRule>>(
+            "[{source_labels: [__name__], regex: dropme, action: drop}]",
+        )
+        .unwrap()
+        .iter()
+        .map(|raw| relabel::Rule::new(raw, ferry_protocol::NameValidation::Utf8).unwrap())
+        .collect();
+        let mut series = Series::default();
+        let mut dropped = Dropped::default();
+        let resolve = |series: &mut Series, ids: &[u64], dropped: &mut Dropped| {
+            let samples: Vec<BatchSample> = ids.iter().map(|&i| sample(i)).collect();
+            series.resolve(9, &samples, &r, &LabelSet::new(), &drop_rule, dropped, None)
+        };
+        let first = resolve(&mut series, &[1, 2, 3], &mut dropped);
+        assert_eq!(first.len(), 2, "series 3 is dropped by write_relabel");
+        assert_eq!(dropped.relabel, 1);
+        // The same series again: the same shared series info, found by position.
+        let again = resolve(&mut series, &[1, 2, 3], &mut dropped);
+        assert!(Arc::ptr_eq(&first[0].series, &again[0].series) && Arc::ptr_eq(&first[1].series, &again[1].series));
+        assert_eq!(dropped.relabel, 2);
+        // A new series in the middle and one unknown to the WAL: the known ones are reused.
+        let changed = resolve(&mut series, &[1, 4, 2, 99], &mut dropped);
+        assert_eq!(changed.len(), 3);
+        assert_eq!(dropped.unresolved, 1);
+        assert!(Arc::ptr_eq(&first[1].series, &changed[2].series), "series 2 moved but is reused");
+        assert_eq!(changed[1].series.labels.get("i"), Some("4"));
+        // Metadata for family m arrives: the target's series pick it up.
+        series.learn_metadata(&BatchMetadata {
+            metric_family: "m".into(),
+            kind: MetricType::Gauge,
+            help: "help".into(),
+            unit: String::new(),
+        });
+        let with_md = resolve(&mut series, &[1, 4, 2], &mut dropped);
+        assert!(with_md.iter().all(|s| s.series.metadata.as_ref().is_some_and(|m| m.1 == "help")));
+        series.forget_idle(Duration::ZERO);
+        assert!(series.targets.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
