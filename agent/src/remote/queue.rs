@@ -622,7 +622,9 @@ mod tests {
     use crate::wal::Options;
 
     fn labels(name: &str, i: u64) -> SeriesLabels {
-        SeriesLabels::from_set(&LabelSet::from_pairs([("__name__", name.to_owned()), ("i", i.to_string())]).unwrap())
+        SeriesLabels::from_set(
+            &LabelSet::from_pairs([("__name__", name.to_owned()), ("i", i.to_string())]).unwrap(),
+        )
     }
 
     fn sample(id: u64) -> BatchSample {
@@ -631,12 +633,17 @@ mod tests {
 
     /// A WAL reader that knows series 1..=4 (`m`, `m`, `dropme`, `m`).
     fn reader(dir: &std::path::Path) -> (Arc<Wal>, crate::wal::Reader) {
-        let (wal, _) = Wal::open(dir, Options { sync_interval: Duration::ZERO, max_size: 1 << 30, segment_size: 1 << 20 }).unwrap();
+        let (wal, _) = Wal::open(
+            dir,
+            Options { sync_interval: Duration::ZERO, max_size: 1 << 30, segment_size: 1 << 20 },
+        )
+        .unwrap();
         let defs = [(1, "m"), (2, "m"), (3, "dropme"), (4, "m")]
             .map(|(id, name)| SeriesDef { id, labels: labels(name, id) })
             .to_vec();
         let samples = (1..=4).map(sample).collect();
-        wal.append(&ScrapeBatch { target: 9, timestamp: 1, new_series: defs, samples, ..Default::default() }).unwrap();
+        wal.append(&ScrapeBatch { target: 9, timestamp: 1, new_series: defs, samples, ..Default::default() })
+            .unwrap();
         let mut r = wal.reader(Pos { seg: 0, off: 0 }).unwrap();
         r.next(wal.end()).unwrap().expect("the record");
         (wal, r)
@@ -665,7 +672,10 @@ mod tests {
         assert_eq!(dropped.relabel, 1);
         // The same series again: the same shared series info, found by position.
         let again = resolve(&mut series, &[1, 2, 3], &mut dropped);
-        assert!(Arc::ptr_eq(&first[0].series, &again[0].series) && Arc::ptr_eq(&first[1].series, &again[1].series));
+        assert!(
+            Arc::ptr_eq(&first[0].series, &again[0].series)
+                && Arc::ptr_eq(&first[1].series, &again[1].series)
+        );
         assert_eq!(dropped.relabel, 2);
         // A new series in the middle and one unknown to the WAL: the known ones are reused.
         let changed = resolve(&mut series, &[1, 4, 2, 99], &mut dropped);
