@@ -100,14 +100,28 @@ impl Exposition {
         );
         let churn_every = if churn > 0.0 { (1.0 / churn).round().max(1.0) as usize } else { 0 };
         let mut i = 0u64;
-        let push = |families: &mut Vec<(String, Vec<Line>)>, f: usize, text: String, churn_at, value| {
-            if families.iter().map(|f| f.1.len()).sum::<usize>() < series {
+        // Series pushed so far; the last block is cut short at `series`.
+        let mut n = 0usize;
+        let push = |families: &mut Vec<(String, Vec<Line>)>,
+                    n: &mut usize,
+                    f: usize,
+                    text: String,
+                    churn_at,
+                    value| {
+            if *n < series {
                 families[f].1.push(Line { text, churn_at, value });
+                *n += 1;
             }
         };
-        push(&mut families, go, "go_memstats_alloc_bytes ".into(), None, Value::Gauge { base: 4.2e7 });
-        let count = |families: &Vec<(String, Vec<Line>)>| families.iter().map(|f| f.1.len()).sum::<usize>();
-        while count(&families) < series {
+        push(
+            &mut families,
+            &mut n,
+            go,
+            "go_memstats_alloc_bytes ".into(),
+            None,
+            Value::Gauge { base: 4.2e7 },
+        );
+        while n < series {
             i += 1;
             let r = mix(seed ^ i);
             let app = APPS[(r % APPS.len() as u64) as usize];
@@ -115,14 +129,14 @@ impl Exposition {
             let pod = format!("{app}-{}-{}", &hex(r, 10), &hex(r >> 7, 5));
             let churning = churn_every > 0 && (i as usize).is_multiple_of(churn_every);
             // Pod names of churning series end in a generation that the renderer fills in.
-            let pod_a = if churning { format!("{pod}-") } else { pod.clone() };
+            let pod_label = if churning { format!("{pod}-") } else { pod.clone() };
             let rate = (r >> 20) as f64 % 1000.0 / 10.0;
             match i % 4 {
                 0 | 1 => {
                     // cAdvisor container series: long cgroup ids and image names.
                     let id = hex(r ^ 1, 64);
                     let labels_a = format!(
-                        "container=\"{app}\",id=\"/kubepods/burstable/pod{}/{id}\",image=\"registry.example.com/{ns}/{app}:v1.{}.{}\",name=\"{id}\",namespace=\"{ns}\",pod=\"{pod_a}",
+                        "container=\"{app}\",id=\"/kubepods/burstable/pod{}/{id}\",image=\"registry.example.com/{ns}/{app}:v1.{}.{}\",name=\"{id}\",namespace=\"{ns}\",pod=\"{pod_label}",
                         uuid(r),
                         r % 40,
                         r % 9
@@ -136,18 +150,19 @@ impl Exposition {
                         let name = families[f].0[7..].split(' ').next().unwrap_or_default().to_owned();
                         let text = format!("{name}{{{labels_a}\"}} ");
                         let at = churning.then(|| name.len() + 1 + labels_a.len());
-                        push(&mut families, f, text, at, v);
+                        push(&mut families, &mut n, f, text, at, v);
                     }
                 }
                 2 => {
                     let uid = uuid(r ^ 2);
                     for ph in ["Pending", "Running", "Succeeded", "Failed", "Unknown"] {
-                        let labels_a = format!("namespace=\"{ns}\",pod=\"{pod_a}");
+                        let labels_a = format!("namespace=\"{ns}\",pod=\"{pod_label}");
                         let text =
                             format!("kube_pod_status_phase{{{labels_a}\",uid=\"{uid}\",phase=\"{ph}\"}} ");
                         let at = churning.then(|| "kube_pod_status_phase{".len() + labels_a.len());
                         push(
                             &mut families,
+                            &mut n,
                             phase,
                             text,
                             at,
@@ -167,10 +182,11 @@ impl Exposition {
                         let share = ((k + 1) as f64 / 12.0).min(1.0);
                         let text =
                             format!("http_server_request_duration_seconds_bucket{{{base},le=\"{le}\"}} ");
-                        push(&mut families, hist, text, None, Value::Bucket { rate, share });
+                        push(&mut families, &mut n, hist, text, None, Value::Bucket { rate, share });
                     }
                     push(
                         &mut families,
+                        &mut n,
                         hist,
                         format!("http_server_request_duration_seconds_sum{{{base}}} "),
                         None,
@@ -178,6 +194,7 @@ impl Exposition {
                     );
                     push(
                         &mut families,
+                        &mut n,
                         hist,
                         format!("http_server_request_duration_seconds_count{{{base}}} "),
                         None,
@@ -185,6 +202,7 @@ impl Exposition {
                     );
                     push(
                         &mut families,
+                        &mut n,
                         reqs,
                         format!("http_server_requests_total{{{base},status=\"{status}\"}} "),
                         None,
@@ -194,8 +212,7 @@ impl Exposition {
             }
         }
         families.retain(|f| !f.1.is_empty());
-        let series = count(&families);
-        Exposition { families, series }
+        Exposition { families, series: n }
     }
 
     pub fn series(&self) -> usize {

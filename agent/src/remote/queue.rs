@@ -273,15 +273,13 @@ impl Series {
         let t = targets.entry(target).or_default();
         t.used = Some(Instant::now());
         let mut out = Vec::with_capacity(samples.len());
-        let mut relabeled_away = 0;
-        let mut keep = |info: &Option<Arc<SeriesInfo>>, s: &crate::scrape::batch::BatchSample| match info {
-            Some(info) => {
+        let mut keep = |info: &Option<Arc<SeriesInfo>>, s: &crate::scrape::batch::BatchSample| {
+            if let Some(info) = info {
                 out.push(Sample::new(info.clone(), s.timestamp, s.value));
                 if let Some(ids) = ids.as_mut() {
                     ids.push(s.series);
                 }
             }
-            None => relabeled_away += 1,
         };
         let steady = t.generation == *generation
             && t.ids.len() == samples.len()
@@ -290,7 +288,7 @@ impl Series {
             for (info, s) in t.infos.iter().zip(samples) {
                 keep(info, s);
             }
-            dropped.relabel += relabeled_away;
+            dropped.relabel += (samples.len() - out.len()) as u64;
             return out;
         }
         // The series set, its order or some metadata changed: rebuild this target's list,
@@ -299,16 +297,14 @@ impl Series {
         let stale_metadata = t.generation != *generation;
         let mut new_ids = Vec::with_capacity(samples.len());
         let mut new_infos = Vec::with_capacity(samples.len());
+        let mut unresolved = 0;
         for s in samples {
             let info = match old.get(&s.series) {
                 Some(&i) => match &t.infos[i] {
                     Some(info) if stale_metadata => {
                         let metadata = family_metadata(families, &info.labels);
-                        let same = match (&metadata, &info.metadata) {
-                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                            (None, None) => true,
-                            _ => false,
-                        };
+                        let same =
+                            metadata.as_ref().map(Arc::as_ptr) == info.metadata.as_ref().map(Arc::as_ptr);
                         Some(if same {
                             info.clone()
                         } else {
@@ -320,7 +316,7 @@ impl Series {
                 None => {
                     // A series this endpoint has not seen: its labels come from the WAL.
                     let Some(raw) = reader.labels(s.series) else {
-                        dropped.unresolved += 1;
+                        unresolved += 1;
                         continue;
                     };
                     let labels = if external.is_empty() && write_relabel.is_empty() {
@@ -348,7 +344,9 @@ impl Series {
         t.ids = new_ids;
         t.infos = new_infos;
         t.generation = *generation;
-        dropped.relabel += relabeled_away;
+        // Every sample is kept, dropped by relabeling, or unresolved.
+        dropped.unresolved += unresolved as u64;
+        dropped.relabel += (samples.len() - out.len() - unresolved) as u64;
         out
     }
 

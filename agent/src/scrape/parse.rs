@@ -757,13 +757,11 @@ pub fn body_text(body: Vec<u8>) -> Result<String, String> {
         match std::str::from_utf8(line) {
             Ok(l) => out.push_str(l),
             Err(_) => {
-                let words = |l: &[u8]| {
-                    l.strip_prefix(b"#").map(|rest| {
-                        let rest = rest.trim_ascii_start();
-                        rest.split(|&b| b == b' ' || b == b'\t').next().unwrap_or_default().to_vec()
-                    })
-                };
-                match words(line).as_deref() {
+                // The first word after `#`, for a comment line.
+                let keyword = line.strip_prefix(b"#").map(|rest| {
+                    rest.trim_ascii_start().split(|&b| b == b' ' || b == b'\t').next().unwrap_or_default()
+                });
+                match keyword {
                     Some(b"HELP") => return Err(format!("line {}: HELP text is not valid UTF-8", n + 1)),
                     Some(b"TYPE" | b"UNIT" | b"EOF") => {
                         return Err(format!("line {}: metadata line is not valid UTF-8", n + 1));
