@@ -321,7 +321,7 @@ impl Series {
                     };
                     let labels = if external.is_empty() && write_relabel.is_empty() {
                         // Nothing changes the labels: share the WAL's copy.
-                        Some(raw.clone())
+                        Some(raw)
                     } else {
                         let mut b = Builder::from_set(&raw.to_label_set());
                         for l in external {

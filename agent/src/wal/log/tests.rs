@@ -269,3 +269,84 @@ fn labels_larger_than_a_segment_are_not_restated_by_every_record() {
     assert_eq!(records, 13);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A small agent writes a segment in days, longer than the labels' time to live: the
+/// series it uses all along must still be stated in the next segment, and the series no
+/// segment on disk states any more must be forgotten.
+#[test]
+fn labels_in_use_outlive_a_long_segment_and_unused_ones_are_forgotten() {
+    let dir = tmp("ttl");
+    let def = |id: u64| SeriesDef {
+        id,
+        labels: SeriesLabels::from_set(&LabelSet::from_pairs([("__name__", format!("m{id}"))]).unwrap()),
+    };
+    let batch = |n: i64, new_series: Vec<SeriesDef>, ids: &[u64]| ScrapeBatch {
+        target: 1,
+        timestamp: n,
+        new_series,
+        samples: ids.iter().map(|&series| BatchSample { series, timestamp: n, value: 1.0 }).collect(),
+        ..Default::default()
+    };
+    {
+        let (wal, _) = Wal::open(&dir, opts(1 << 20, 1 << 30)).unwrap();
+        wal.register("ep");
+        wal.append(&batch(1, vec![def(7), def(8)], &[7, 8])).unwrap();
+        for n in 2..5 {
+            wal.advance_clock(LABELS_TTL);
+            wal.append(&batch(n, vec![], &[7])).unwrap();
+        }
+        assert_eq!(wal.known_series(), 2, "8 is still stated by the segment on disk");
+        wal.rotate_next();
+        let second = wal.append(&batch(5, vec![], &[7])).unwrap();
+        assert_eq!(second.seg, 2);
+        // The first segment is sent and deleted: nothing on disk states 8 now.
+        wal.ack("ep", second).unwrap();
+        wal.rotate_next();
+        wal.append(&batch(6, vec![], &[7])).unwrap();
+        assert_eq!(wal.known_series(), 1, "8 is forgotten, 7 is kept");
+    }
+    // A new process knows nothing but what the segments state.
+    let (wal, _) = Wal::open(&dir, opts(1 << 20, 1 << 30)).unwrap();
+    let read = read_all(&wal, Pos { seg: 2, off: 0 });
+    assert_eq!(read.iter().map(|r| r.1).collect::<Vec<_>>(), [5, 6]);
+}
+
+/// Cursors are overwritten in place, in two slots: a torn or damaged newest slot falls back
+/// to the one before (a re-send, never a skip), and the one-line format of earlier versions
+/// is still read.
+#[test]
+fn cursor_slots_survive_a_torn_write_and_read_the_old_format() {
+    let dir = tmp("slots");
+    let (wal, _) = Wal::open(&dir, opts(1 << 20, 1 << 30)).unwrap();
+    wal.register("ep");
+    let p: Vec<Pos> = (0..6).map(|n| wal.append(&batch(n)).unwrap()).collect();
+    for &at in &p[1..5] {
+        wal.ack("ep", at).unwrap();
+    }
+    drop(wal);
+    let path = dir.join("cursors").join("ep");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 2 * SLOT, "two fixed-size slots");
+    assert_eq!(parse_cursor(&bytes).map(|c| c.1), Some(p[4]));
+    // Tear the newest slot: the previous cursor comes back.
+    let newest = (0..2).max_by_key(|i| parse_cursor(&bytes[i * SLOT..(i + 1) * SLOT]).unwrap().0).unwrap();
+    bytes[newest * SLOT + 5] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    let (wal, _) = Wal::open(&dir, opts(1 << 20, 1 << 30)).unwrap();
+    assert_eq!(wal.register("ep"), p[3]);
+    // And writing goes on from there.
+    wal.ack("ep", p[5]).unwrap();
+    drop(wal);
+    let (wal, _) = Wal::open(&dir, opts(1 << 20, 1 << 30)).unwrap();
+    assert_eq!(wal.register("ep"), p[5]);
+    drop(wal);
+    // The earlier one-line format.
+    let legacy =
+        format!("{} {} {}\n", p[2].seg, p[2].off, crc32c(format!("{} {}", p[2].seg, p[2].off).as_bytes()));
+    std::fs::write(&path, legacy).unwrap();
+    let (wal, _) = Wal::open(&dir, opts(1 << 20, 1 << 30)).unwrap();
+    assert_eq!(wal.register("ep"), p[2]);
+    wal.ack("ep", p[4]).unwrap();
+    assert_eq!(parse_cursor(&std::fs::read(&path).unwrap()).map(|c| c.1), Some(p[4]));
+    let _ = std::fs::remove_dir_all(dir);
+}
