@@ -140,6 +140,8 @@ pub struct TargetState {
     metadata: HashMap<String, BatchMetadata>,
     report: Vec<SeriesDef>,
     report_sent: bool,
+    /// Samples in the previous batch: the next one is sized from it, not grown by doubling.
+    last_samples: usize,
     ids: Arc<AtomicU64>,
     /// Target labels attached to every sample.
     public: LabelSet,
@@ -171,6 +173,7 @@ impl TargetState {
             metadata: HashMap::new(),
             report,
             report_sent: false,
+            last_samples: 0,
             ids,
             public,
             hash,
@@ -298,6 +301,7 @@ impl TargetState {
         duration_s: f64,
     ) -> ScrapeBatch {
         let mut out = ScrapeBatch { target: self.hash, timestamp: ts, ..Default::default() };
+        out.samples.reserve(self.last_samples);
         self.generation += 1;
         let mut counts = Counts::default();
         let mut body_size = 0i64;
@@ -365,6 +369,7 @@ impl TargetState {
         for (def, v) in self.report.iter().zip(values).take(n) {
             out.samples.push(BatchSample { series: def.id, timestamp: ts, value: v });
         }
+        self.last_samples = out.samples.len();
         out
     }
 

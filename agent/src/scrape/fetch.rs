@@ -236,7 +236,11 @@ impl Fetcher {
             resp.headers().get(reqwest::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() == b"gzip");
         let limit = job.body_size_limit;
         let too_big = || FetchError { msg: "body size limit exceeded".into(), body_size_limit_hit: true };
-        let mut body: Vec<u8> = Vec::new();
+        // The wire length, when known, sizes the buffer (a gzip body decodes to more). It is
+        // the target's word, so it is capped: a wrong one costs a regrowth, not a huge block.
+        let cap = if limit > 0 { limit.min(16 << 20) } else { 16 << 20 };
+        let expected = resp.content_length().unwrap_or(0).min(cap) as usize;
+        let mut body: Vec<u8> = Vec::with_capacity(if gzip { 0 } else { expected });
         let mut gz = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
         while let Some(chunk) =
             resp.chunk().await.map_err(|e| FetchError::new(format!("reading body: {}", error_chain(&e))))?
