@@ -100,6 +100,11 @@ impl SeriesLabels {
         LabelSet::from_pairs(self.iter().map(|l| (l.name, l.value))).expect("a SeriesLabels is a valid set")
     }
 
+    /// Whether both are clones of one allocation (not merely equal).
+    pub fn shares(&self, other: &SeriesLabels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Bytes of the shared allocation (the encoded labels; the `Arc` counts come on top).
     pub fn encoded_len(&self) -> usize {
         self.0.len()

@@ -1,6 +1,6 @@
 //! What a remote-write request carries, before it is written as RW1 or RW2: a flat list of
-//! samples, each pointing at its series (final labels and family metadata, shared by every
-//! sample of that series the queue holds), plus the RW1 metadata entries.
+//! samples, each pointing at its series (final labels and family metadata, in its target's
+//! series list, shared by every sample the queue holds), plus the RW1 metadata entries.
 //!
 //! Flat, because a scrape has one sample per series: grouping samples by series cost a hash
 //! map and a vector per series per scrape, for groups of one. The encoders still put
@@ -20,7 +20,7 @@ pub type FamilyMeta = Arc<(MetricType, String, String)>;
 
 /// A series as an endpoint sends it: labels after external labels and `write_relabel_configs`,
 /// and its family's metadata when known.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SeriesInfo {
     pub labels: SeriesLabels,
     pub metadata: Option<FamilyMeta>,
@@ -35,10 +35,50 @@ impl SeriesInfo {
     }
 }
 
+/// One target's series as an endpoint sends them, in the order its records list them
+/// (`None`: dropped by `write_relabel_configs`).
+///
+/// One shared allocation per target, not one per series: a per-series `Arc<SeriesInfo>`
+/// cost 64 bytes of heap and an 8-byte pointer for each of the agent's series, this 32.
+pub type SeriesList = Arc<[Option<SeriesInfo>]>;
+
+/// A sample's series: a position in its target's [`SeriesList`] that holds a series.
+#[derive(Debug, Clone)]
+pub struct SeriesRef {
+    list: SeriesList,
+    idx: u32,
+}
+
+impl SeriesRef {
+    /// `list[idx]`, which must be `Some`.
+    pub fn new(list: SeriesList, idx: usize) -> SeriesRef {
+        assert!(list[idx].is_some(), "a sample's series is one that is sent");
+        SeriesRef { list, idx: idx as u32 }
+    }
+
+    /// A series in a list of its own.
+    pub fn single(info: SeriesInfo) -> SeriesRef {
+        SeriesRef::new(Arc::from(vec![Some(info)]), 0)
+    }
+
+    /// Whether both point at the same entry of the same list.
+    pub fn same(&self, other: &SeriesRef) -> bool {
+        Arc::ptr_eq(&self.list, &other.list) && self.idx == other.idx
+    }
+}
+
+impl std::ops::Deref for SeriesRef {
+    type Target = SeriesInfo;
+
+    fn deref(&self) -> &SeriesInfo {
+        self.list[self.idx as usize].as_ref().expect("checked in SeriesRef::new")
+    }
+}
+
 /// One sample of a request.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    pub series: Arc<SeriesInfo>,
+    pub series: SeriesRef,
     /// Milliseconds.
     pub timestamp: i64,
     pub value: f64,
@@ -49,7 +89,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn new(series: Arc<SeriesInfo>, timestamp: i64, value: f64) -> Sample {
+    pub fn new(series: SeriesRef, timestamp: i64, value: f64) -> Sample {
         Sample { series, timestamp, value, start_timestamp: 0, exemplars: None }
     }
 
@@ -59,7 +99,7 @@ impl Sample {
 
     /// Whether `next` goes into the same `TimeSeries` as this sample.
     pub fn same_series(&self, next: &Sample) -> bool {
-        Arc::ptr_eq(&self.series, &next.series) && self.start_timestamp == next.start_timestamp
+        self.series.same(&next.series) && self.start_timestamp == next.start_timestamp
     }
 }
 
@@ -223,9 +263,9 @@ mod tests {
     use super::*;
     use ferry_protocol::symbols::resolve_label_set;
 
-    fn info(pairs: &[(&str, &str)], metadata: Option<FamilyMeta>) -> Arc<SeriesInfo> {
+    fn info(pairs: &[(&str, &str)], metadata: Option<FamilyMeta>) -> SeriesRef {
         let labels = SeriesLabels::from_set(&LabelSet::from_pairs(pairs.iter().copied()).unwrap());
-        Arc::new(SeriesInfo::new(labels, metadata))
+        SeriesRef::single(SeriesInfo::new(labels, metadata))
     }
 
     #[test]

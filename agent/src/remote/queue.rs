@@ -21,7 +21,7 @@ use ferry_protocol::{LabelSet, SymbolTable, WriteProto};
 use tokio::sync::{mpsc, watch};
 
 use super::client::{self, Outcome};
-use super::encode::{FamilyMeta, Payload, Sample, SeriesInfo, family_candidates};
+use super::encode::{FamilyMeta, Payload, Sample, SeriesInfo, SeriesList, SeriesRef, family_candidates};
 use crate::config::RemoteWrite;
 use crate::labels::Builder;
 use crate::relabel;
@@ -214,7 +214,7 @@ async fn deliver(
 #[derive(Default)]
 struct TargetSeries {
     ids: Vec<u64>,
-    infos: Vec<Option<Arc<SeriesInfo>>>,
+    infos: SeriesList,
     /// The metadata generation `infos` were resolved at.
     generation: u64,
     used: Option<Instant>,
@@ -273,9 +273,9 @@ impl Series {
         let t = targets.entry(target).or_default();
         t.used = Some(Instant::now());
         let mut out = Vec::with_capacity(samples.len());
-        let mut keep = |info: &Option<Arc<SeriesInfo>>, s: &crate::scrape::batch::BatchSample| {
-            if let Some(info) = info {
-                out.push(Sample::new(info.clone(), s.timestamp, s.value));
+        let mut keep = |list: &SeriesList, i: usize, s: &crate::scrape::batch::BatchSample| {
+            if list[i].is_some() {
+                out.push(Sample::new(SeriesRef::new(list.clone(), i), s.timestamp, s.value));
                 if let Some(ids) = ids.as_mut() {
                     ids.push(s.series);
                 }
@@ -285,8 +285,8 @@ impl Series {
             && t.ids.len() == samples.len()
             && t.ids.iter().zip(samples).all(|(&id, s)| id == s.series);
         if steady {
-            for (info, s) in t.infos.iter().zip(samples) {
-                keep(info, s);
+            for (i, s) in samples.iter().enumerate() {
+                keep(&t.infos, i, s);
             }
             dropped.relabel += (samples.len() - out.len()) as u64;
             return out;
@@ -297,6 +297,8 @@ impl Series {
         let stale_metadata = t.generation != *generation;
         let mut new_ids = Vec::with_capacity(samples.len());
         let mut new_infos = Vec::with_capacity(samples.len());
+        // The record's samples with their place in the new list; unresolved ones have none.
+        let mut placed = Vec::with_capacity(samples.len());
         let mut unresolved = 0;
         for s in samples {
             let info = match old.get(&s.series) {
@@ -305,11 +307,7 @@ impl Series {
                         let metadata = family_metadata(families, &info.labels);
                         let same =
                             metadata.as_ref().map(Arc::as_ptr) == info.metadata.as_ref().map(Arc::as_ptr);
-                        Some(if same {
-                            info.clone()
-                        } else {
-                            Arc::new(SeriesInfo::new(info.labels.clone(), metadata))
-                        })
+                        Some(if same { info.clone() } else { SeriesInfo::new(info.labels.clone(), metadata) })
                     }
                     other => other.clone(),
                 },
@@ -333,16 +331,19 @@ impl Series {
                     };
                     labels.map(|labels| {
                         let metadata = family_metadata(families, &labels);
-                        Arc::new(SeriesInfo::new(labels, metadata))
+                        SeriesInfo::new(labels, metadata)
                     })
                 }
             };
-            keep(&info, s);
+            placed.push((new_infos.len(), s));
             new_ids.push(s.series);
             new_infos.push(info);
         }
         t.ids = new_ids;
-        t.infos = new_infos;
+        t.infos = SeriesList::from(new_infos);
+        for (i, s) in placed {
+            keep(&t.infos, i, s);
+        }
         t.generation = *generation;
         // Every sample is kept, dropped by relabeling, or unresolved.
         dropped.unresolved += unresolved as u64;
@@ -670,16 +671,13 @@ mod tests {
         assert_eq!(dropped.relabel, 1);
         // The same series again: the same shared series info, found by position.
         let again = resolve(&mut series, &[1, 2, 3], &mut dropped);
-        assert!(
-            Arc::ptr_eq(&first[0].series, &again[0].series)
-                && Arc::ptr_eq(&first[1].series, &again[1].series)
-        );
+        assert!(first[0].series.same(&again[0].series) && first[1].series.same(&again[1].series));
         assert_eq!(dropped.relabel, 2);
         // A new series in the middle and one unknown to the WAL: the known ones are reused.
         let changed = resolve(&mut series, &[1, 4, 2, 99], &mut dropped);
         assert_eq!(changed.len(), 3);
         assert_eq!(dropped.unresolved, 1);
-        assert!(Arc::ptr_eq(&first[1].series, &changed[2].series), "series 2 moved but is reused");
+        assert!(first[1].series.labels.shares(&changed[2].series.labels), "series 2 moved but is reused");
         assert_eq!(changed[1].series.labels.get("i"), Some("4"));
         // Metadata for family m arrives: the target's series pick it up.
         series.learn_metadata(&BatchMetadata {

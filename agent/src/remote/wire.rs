@@ -215,13 +215,13 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::remote::encode::{Sample, SeriesInfo};
+    use crate::remote::encode::{Sample, SeriesInfo, SeriesRef};
     use crate::scrape::parse::MetricType;
 
     fn payload() -> Payload {
         let info = |pairs: &[(&str, &str)], metadata| {
             let ls = LabelSet::from_pairs(pairs.iter().copied()).unwrap();
-            Arc::new(SeriesInfo::new(crate::series_labels::SeriesLabels::from_set(&ls), metadata))
+            SeriesRef::single(SeriesInfo::new(crate::series_labels::SeriesLabels::from_set(&ls), metadata))
         };
         let up = info(
             &[("__name__", "up"), ("job", "j"), ("instance", "h:1")],
