@@ -86,6 +86,7 @@ struct Measured {
     rss_end_mib: f64,
     wire_bytes_per_sample: f64,
     raw_bytes_per_sample: f64,
+    symbol_bytes_per_sample: f64,
     wal_bytes_per_sample: f64,
     delivery: f64,
     max_lag_s: f64,
@@ -95,7 +96,7 @@ struct Measured {
 }
 
 impl Measured {
-    fn fields(&self) -> [(&'static str, f64); 12] {
+    fn fields(&self) -> [(&'static str, f64); 13] {
         [
             ("cpu_us_per_sample", self.cpu_us_per_sample),
             ("cpu_cores", self.cpu_cores),
@@ -103,6 +104,7 @@ impl Measured {
             ("rss_end_mib", self.rss_end_mib),
             ("wire_bytes_per_sample", self.wire_bytes_per_sample),
             ("raw_bytes_per_sample", self.raw_bytes_per_sample),
+            ("symbol_bytes_per_sample", self.symbol_bytes_per_sample),
             ("wal_bytes_per_sample", self.wal_bytes_per_sample),
             ("delivery", self.delivery),
             ("max_lag_s", self.max_lag_s),
@@ -125,6 +127,7 @@ impl Measured {
             rss_end_mib: pick(|r| r.rss_end_mib),
             wire_bytes_per_sample: pick(|r| r.wire_bytes_per_sample),
             raw_bytes_per_sample: pick(|r| r.raw_bytes_per_sample),
+            symbol_bytes_per_sample: pick(|r| r.symbol_bytes_per_sample),
             wal_bytes_per_sample: pick(|r| r.wal_bytes_per_sample),
             delivery: pick(|r| r.delivery),
             max_lag_s: pick(|r| r.max_lag_s),
@@ -276,6 +279,7 @@ async fn run_one(args: &Args, agent: &str, rep: usize) -> Result<Measured, Strin
         rss_end_mib: rss_end,
         wire_bytes_per_sample: (sink1.wire_bytes - sink0.wire_bytes) as f64 / samples_in,
         raw_bytes_per_sample: (sink1.raw_bytes - sink0.raw_bytes) as f64 / samples_in,
+        symbol_bytes_per_sample: (sink1.symbol_wire_bytes - sink0.symbol_wire_bytes) as f64 / samples_in,
         wal_bytes_per_sample: wal_per_sample,
         delivery: end.data_samples as f64 / total.max(1) as f64,
         max_lag_s: if outage { 0.0 } else { sink1.max_lag_ms as f64 / 1000.0 },
@@ -356,18 +360,19 @@ fn main() {
         args.reps
     );
     println!(
-        "| agent | CPU µs/sample | peak RSS MiB | RSS B/series | wire B/sample | decoded B/sample | WAL B/sample | delivery | max lag s | catch-up s | harness CPU s |"
+        "| agent | CPU µs/sample | peak RSS MiB | RSS B/series | wire B/sample | RW2 symbols alone, wire B/sample | decoded B/sample | WAL B/sample | delivery | max lag s | catch-up s | harness CPU s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let medians: Vec<(String, Measured)> =
         results.iter().map(|(a, r)| (a.clone(), Measured::median(r))).collect();
     for (agent, r) in &medians {
         println!(
-            "| {agent} | {:.3} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.4} | {:.2} | {:.1} | {:.1} |",
+            "| {agent} | {:.3} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.4} | {:.2} | {:.1} | {:.1} |",
             r.cpu_us_per_sample,
             r.peak_rss_mib,
             r.peak_rss_mib * 1048576.0 / series as f64,
             r.wire_bytes_per_sample,
+            r.symbol_bytes_per_sample,
             r.raw_bytes_per_sample,
             r.wal_bytes_per_sample,
             r.delivery,

@@ -23,6 +23,9 @@ pub struct Counts {
     pub bad: u64,
     pub wire_bytes: u64,
     pub raw_bytes: u64,
+    /// RW2: what the symbol tables alone take once compressed, each on its own. Every request
+    /// must carry the strings its series use, so this is a floor under the wire bytes.
+    pub symbol_wire_bytes: u64,
     /// Every sample, report series and stale markers included.
     pub samples: u64,
     /// Samples of the targets' own series, stale markers excluded: what delivery checks.
@@ -130,6 +133,8 @@ pub async fn write(State(sink): State<Arc<Sink>>, headers: HeaderMap, body: Byte
                 count(&mut local, name, ts.samples.iter().map(|s| (s.timestamp, s.value)), arrival, outage);
                 written += ts.samples.len() as u64;
             }
+            let symbols = rw2::Request { symbols: req.symbols, timeseries: Vec::new() }.encode_to_vec();
+            local.symbol_wire_bytes = snappy::encode_block(&symbols).len() as u64;
         }
     }
     {
@@ -137,6 +142,7 @@ pub async fn write(State(sink): State<Arc<Sink>>, headers: HeaderMap, body: Byte
         c.requests += local.requests;
         c.wire_bytes += local.wire_bytes;
         c.raw_bytes += local.raw_bytes;
+        c.symbol_wire_bytes += local.symbol_wire_bytes;
         c.samples += local.samples;
         c.data_samples += local.data_samples;
         c.stale_markers += local.stale_markers;
