@@ -206,8 +206,12 @@ impl<'a> Parser<'a> {
         let value = parse_float(&line[sep + 1..])?;
         let mut end = sep;
         if self.format == Format::OpenMetrics {
-            // Exactly one space.
-            if b[sep] != b' ' || (sep > 0 && matches!(b[sep - 1], b' ' | b'\t')) {
+            // Exactly one space, and none before the name: OpenMetrics rejects a line that
+            // starts with one, though the text format (whose texts the cache may know) takes it.
+            if b[sep] != b' '
+                || (sep > 0 && matches!(b[sep - 1], b' ' | b'\t'))
+                || matches!(b[0], b' ' | b'\t')
+            {
                 return None;
             }
         } else {
