@@ -50,15 +50,14 @@ pub struct SeriesRef {
 }
 
 impl SeriesRef {
-    /// `list[idx]`, which must be `Some`.
-    pub fn new(list: SeriesList, idx: usize) -> SeriesRef {
-        assert!(list[idx].is_some(), "a sample's series is one that is sent");
-        SeriesRef { list, idx: idx as u32 }
+    /// `list[idx]`, or `None` when that series is not sent.
+    pub fn at(list: &SeriesList, idx: usize) -> Option<SeriesRef> {
+        list[idx].is_some().then(|| SeriesRef { list: list.clone(), idx: idx as u32 })
     }
 
     /// A series in a list of its own.
     pub fn single(info: SeriesInfo) -> SeriesRef {
-        SeriesRef::new(Arc::from(vec![Some(info)]), 0)
+        SeriesRef { list: Arc::from(vec![Some(info)]), idx: 0 }
     }
 
     /// Whether both point at the same entry of the same list.
@@ -71,7 +70,7 @@ impl std::ops::Deref for SeriesRef {
     type Target = SeriesInfo;
 
     fn deref(&self) -> &SeriesInfo {
-        self.list[self.idx as usize].as_ref().expect("checked in SeriesRef::new")
+        self.list[self.idx as usize].as_ref().expect("a SeriesRef is made only for a series that is sent")
     }
 }
 

@@ -274,8 +274,8 @@ impl Series {
         t.used = Some(Instant::now());
         let mut out = Vec::with_capacity(samples.len());
         let mut keep = |list: &SeriesList, i: usize, s: &crate::scrape::batch::BatchSample| {
-            if list[i].is_some() {
-                out.push(Sample::new(SeriesRef::new(list.clone(), i), s.timestamp, s.value));
+            if let Some(series) = SeriesRef::at(list, i) {
+                out.push(Sample::new(series, s.timestamp, s.value));
                 if let Some(ids) = ids.as_mut() {
                     ids.push(s.series);
                 }

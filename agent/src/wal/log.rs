@@ -180,12 +180,21 @@ const SLOT: usize = 64;
 /// agent's CPU at five acknowledgements a second. A write torn by a crash spoils one slot at
 /// most, and its checksum gives it away: the other slot still holds the previous cursor.
 fn cursor_slot(seq: u64, pos: Pos) -> [u8; SLOT] {
-    let body = format!("v2 {seq} {} {}", pos.seg, pos.off);
+    let body = slot_body(seq, pos.seg, pos.off);
     let text = format!("{body} {}", crc32c(body.as_bytes()));
     let mut slot = [b' '; SLOT];
     slot[..text.len()].copy_from_slice(text.as_bytes());
     slot[SLOT - 1] = b'\n';
     slot
+}
+
+/// The checksummed part of a slot, from numbers or from the digits read back.
+fn slot_body(
+    seq: impl std::fmt::Display,
+    seg: impl std::fmt::Display,
+    off: impl std::fmt::Display,
+) -> String {
+    format!("v2 {seq} {seg} {off}")
 }
 
 /// The newest valid cursor in a cursor file's bytes, with its sequence number. Reads the
@@ -198,7 +207,7 @@ fn parse_cursor(bytes: &[u8]) -> Option<(u64, Pos)> {
             return None;
         }
         let (seq, seg, off, crc) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let body = format!("v2 {seq} {seg} {off}");
+        let body = slot_body(seq, seg, off);
         (crc32c(body.as_bytes()) == crc.parse::<u32>().ok()?)
             .then_some((seq.parse().ok()?, Pos { seg: seg.parse().ok()?, off: off.parse().ok()? }))
     };
@@ -370,6 +379,8 @@ impl Wal {
         let mut w = self.w.lock().expect("wal lock");
         let now = Instant::now();
         let shared = w.labels.clone();
+        // Known before anything below can fail: the scrape cache announces a series once, so
+        // a batch lost to a failed rotation or write must not take its definitions with it.
         {
             let mut labels = shared.lock().expect("labels lock");
             let at = w.seconds(now);
