@@ -1,5 +1,6 @@
 //! HTTP fetching of a target: the client built from `<http_config>` (auth, TLS, proxy,
-//! redirects, extra headers), Prometheus' request headers, one deadline for the whole
+//! redirects, extra headers; plain-HTTP scrapes go through [`PlainHttp`], the rest through
+//! reqwest), Prometheus' request headers, one deadline for the whole
 //! exchange, only HTTP 200 as success, gzip decoded only for `Content-Encoding: gzip`, and
 //! `body_size_limit` applied to the decoded bytes (`n >= limit` fails).
 
@@ -7,7 +8,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::StatusCode;
+use reqwest::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName,
+    HeaderValue, USER_AGENT as USER_AGENT_HEADER,
+};
+
+use super::plain_http::{Outcome, PlainHttp};
 
 use crate::config::{HttpClient, Job};
 
@@ -63,6 +70,8 @@ impl Secret {
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
+    /// The scrape path's client for `http://` URLs, when no proxy is configured.
+    plain: Option<PlainHttp>,
     auth: Auth,
     headers: HeaderMap,
 }
@@ -175,20 +184,34 @@ impl Fetcher {
             }
         }
         let client = b.build().map_err(|e| format!("building HTTP client: {e}"))?;
-        Ok(Fetcher { client, auth, headers })
+        let direct = http.proxy_url.is_none() && !http.proxy_from_environment;
+        let plain = direct.then(|| PlainHttp::new(http.follow_redirects.unwrap_or(true)));
+        Ok(Fetcher { client, plain, auth, headers })
+    }
+
+    /// The Authorization header the credentials make, read afresh (files may rotate).
+    fn auth_header(&self) -> Result<Option<HeaderValue>, String> {
+        let text = match &self.auth {
+            Auth::None => return Ok(None),
+            Auth::Basic { user, password } => {
+                use base64::Engine as _;
+                let pair = format!("{}:{}", user.read()?, password.read()?);
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+            }
+            Auth::Bearer { scheme, token } => format!("{scheme} {}", token.read()?),
+        };
+        let mut v = HeaderValue::from_str(&text).map_err(|_| "credentials are not a valid header value")?;
+        v.set_sensitive(true);
+        Ok(Some(v))
     }
 
     /// Applies credentials and extra headers to a request.
-    pub fn prepare(&self, mut req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
-        req = req.headers(self.headers.clone());
-        match &self.auth {
-            Auth::None => {}
-            Auth::Basic { user, password } => req = req.basic_auth(user.read()?, Some(password.read()?)),
-            Auth::Bearer { scheme, token } => {
-                req = req.header(reqwest::header::AUTHORIZATION, format!("{scheme} {}", token.read()?))
-            }
-        }
-        Ok(req)
+    pub fn prepare(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
+        let req = req.headers(self.headers.clone());
+        Ok(match self.auth_header()? {
+            Some(v) => req.header(AUTHORIZATION, v),
+            None => req,
+        })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -206,44 +229,79 @@ impl Fetcher {
         }
     }
 
+    /// Prometheus' scrape request headers, then the configured extra ones, which replace
+    /// any of the same name (as reqwest's `headers` does on the other path).
+    fn scrape_headers(&self, job: &Job, timeout: Duration) -> Result<HeaderMap, String> {
+        let mut h = HeaderMap::with_capacity(4 + self.headers.len());
+        h.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
+        h.insert(ACCEPT, HeaderValue::from_str(&job.accept).map_err(|_| "Accept header is not valid")?);
+        h.insert(
+            ACCEPT_ENCODING,
+            HeaderValue::from_static(if job.enable_compression { "gzip" } else { "identity" }),
+        );
+        h.insert(
+            "x-prometheus-scrape-timeout-seconds",
+            HeaderValue::from_str(&crate::duration::seconds_string(timeout)).map_err(|e| e.to_string())?,
+        );
+        for name in self.headers.keys() {
+            h.remove(name);
+        }
+        for (name, v) in &self.headers {
+            h.append(name.clone(), v.clone());
+        }
+        Ok(h)
+    }
+
+    /// Sends the GET through reqwest: HTTPS, proxies, and what a plain redirect led to.
+    async fn send_general(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        auth: Option<HeaderValue>,
+    ) -> Result<reqwest::Response, FetchError> {
+        let mut req = self.client.get(url).headers(headers);
+        if let Some(v) = auth {
+            req = req.header(AUTHORIZATION, v);
+        }
+        req.send().await.map_err(|e| FetchError::new(format!("Get {url:?}: {}", error_chain(&e))))
+    }
+
     async fn scrape_inner(&self, url: &str, job: &Job, timeout: Duration) -> Result<Response, FetchError> {
-        let req = self
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, &job.accept)
-            .header(
-                reqwest::header::ACCEPT_ENCODING,
-                if job.enable_compression { "gzip" } else { "identity" },
-            )
-            .header("X-Prometheus-Scrape-Timeout-Seconds", crate::duration::seconds_string(timeout));
-        let req = self.prepare(req).map_err(FetchError::new)?;
-        let mut resp =
-            req.send().await.map_err(|e| FetchError::new(format!("Get {url:?}: {}", error_chain(&e))))?;
-        if resp.status() != reqwest::StatusCode::OK {
-            let s = resp.status();
+        let headers = self.scrape_headers(job, timeout).map_err(FetchError::new)?;
+        let auth = self.auth_header().map_err(FetchError::new)?;
+        let mut reply = match &self.plain {
+            Some(plain) if url.starts_with("http://") => {
+                match plain
+                    .get(url, &headers, auth.as_ref())
+                    .await
+                    .map_err(|e| FetchError::new(format!("Get {url:?}: {e}")))?
+                {
+                    Outcome::Done(resp) => Reply::from_hyper(resp),
+                    Outcome::Elsewhere(next) => {
+                        Reply::from_reqwest(self.send_general(next.as_str(), headers, None).await?)
+                    }
+                }
+            }
+            _ => Reply::from_reqwest(self.send_general(url, headers, auth).await?),
+        };
+        if reply.status != StatusCode::OK {
+            let s = reply.status;
             return Err(FetchError::new(format!(
                 "server returned HTTP status {} {}",
                 s.as_u16(),
                 s.canonical_reason().unwrap_or("")
             )));
         }
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let gzip =
-            resp.headers().get(reqwest::header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() == b"gzip");
         let limit = job.body_size_limit;
         let too_big = || FetchError { msg: "body size limit exceeded".into(), body_size_limit_hit: true };
         // The wire length, when known, sizes the buffer (a gzip body decodes to more). It is
         // the target's word, so it is capped: a wrong one costs a regrowth, not a huge block.
         let cap = if limit > 0 { limit.min(16 << 20) } else { 16 << 20 };
-        let expected = resp.content_length().unwrap_or(0).min(cap) as usize;
-        let mut body: Vec<u8> = Vec::with_capacity(if gzip { 0 } else { expected });
-        let mut gz = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
+        let expected = reply.content_length.unwrap_or(0).min(cap) as usize;
+        let mut body: Vec<u8> = Vec::with_capacity(if reply.gzip { 0 } else { expected });
+        let mut gz = reply.gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
         while let Some(chunk) =
-            resp.chunk().await.map_err(|e| FetchError::new(format!("reading body: {}", error_chain(&e))))?
+            reply.body.chunk().await.map_err(|e| FetchError::new(format!("reading body: {e}")))?
         {
             match &mut gz {
                 Some(d) => {
@@ -269,7 +327,54 @@ impl Fetcher {
         }
         let decoded_len = body.len();
         let body = super::parse::body_text(body).map_err(FetchError::new)?;
-        Ok(Response { body, content_type, decoded_len })
+        Ok(Response { body, content_type: reply.content_type, decoded_len })
+    }
+}
+
+/// A response's head as the scrape needs it, and its body still to read, from either client.
+struct Reply {
+    status: StatusCode,
+    content_type: Option<String>,
+    gzip: bool,
+    content_length: Option<u64>,
+    body: Body,
+}
+
+enum Body {
+    Plain(hyper::body::Incoming),
+    General(reqwest::Response),
+}
+
+impl Reply {
+    fn new(status: StatusCode, headers: &HeaderMap, content_length: Option<u64>, body: Body) -> Reply {
+        Reply {
+            status,
+            content_type: headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            gzip: headers.get(CONTENT_ENCODING).is_some_and(|v| v.as_bytes() == b"gzip"),
+            content_length,
+            body,
+        }
+    }
+
+    fn from_hyper(resp: http::Response<hyper::body::Incoming>) -> Reply {
+        use hyper::body::Body as _;
+        let (parts, body) = resp.into_parts();
+        let len = body.size_hint().exact();
+        Reply::new(parts.status, &parts.headers, len, Body::Plain(body))
+    }
+
+    fn from_reqwest(mut resp: reqwest::Response) -> Reply {
+        let headers = std::mem::take(resp.headers_mut());
+        Reply::new(resp.status(), &headers, resp.content_length(), Body::General(resp))
+    }
+}
+
+impl Body {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        match self {
+            Body::Plain(b) => super::plain_http::next_chunk(b).await,
+            Body::General(r) => r.chunk().await.map_err(|e| error_chain(&e)),
+        }
     }
 }
 
@@ -288,3 +393,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,5 +5,6 @@ pub mod batch;
 pub mod fetch;
 pub mod manager;
 pub mod parse;
+pub mod plain_http;
 pub mod scrape_loop;
 pub mod target;
