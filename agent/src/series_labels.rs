@@ -1,22 +1,44 @@
-//! [`SeriesLabels`]: a series' final labels in one shared allocation, the form in which the
-//! series cache, the WAL's label index and the remote-write queue hold every active series.
+//! [`SeriesLabels`]: a series' final labels, the form in which the series cache, the WAL's
+//! label index and the remote-write queue hold every active series, and the process-wide
+//! interner their labels are made of.
 //!
-//! A `LabelSet` costs two heap strings per label plus its vector: at ten labels that is about
-//! 600 bytes of headers and allocator overhead on top of the label text, for every series the
-//! agent tracks. Here the whole set is one `Arc<str>`: per label, the name's and the value's
-//! lengths, then the name and the value. Lengths are written with 7-bit bytes only (see
-//! [`put_len`]), so the buffer is valid UTF-8 as a whole and every name and value is a plain
-//! `&str` slice of it, with no `unsafe` and no re-validation on read. Clones share the
-//! allocation. The encoding is canonical, so equal sets have equal buffers (`Eq`, `Hash`).
+//! Series share most of their labels: every series of a container carries the same `pod`,
+//! `namespace`, `image` and `id`, every series of a family the same `__name__`. So a label
+//! (name and value together) is interned once per process, and a series is a shared slice of
+//! pointers to its labels: 8 bytes per label, where the label text written out per series
+//! took about 250 bytes for a typical cAdvisor series. Clones share the slice.
+//!
+//! The interner forgets a label when no series holds it any more: each time it has doubled
+//! since the last sweep, it drops the labels only it still points to. A dropped label that
+//! comes back is interned again, so sweeping never changes what a set reads as.
+//! Equality and hashing go by text, so they do not depend on the interning.
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use ferry_protocol::{LabelSet, METRIC_NAME};
+use hashbrown::HashTable;
 
 /// A sorted, duplicate-free set of non-empty labels, immutable and cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SeriesLabels(Arc<str>);
+pub struct SeriesLabels(Arc<[Arc<Pair>]>);
+
+/// One interned label: the name, then the value, in one string.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Pair {
+    name_len: u32,
+    text: Box<str>,
+}
+
+impl Pair {
+    fn name(&self) -> &str {
+        &self.text[..self.name_len as usize]
+    }
+    fn value(&self) -> &str {
+        &self.text[self.name_len as usize..]
+    }
+}
 
 /// One label of a [`SeriesLabels`], borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,48 +47,60 @@ pub struct LabelRef<'a> {
     pub value: &'a str,
 }
 
-/// Lengths below 64 take one byte; longer ones take a byte `0x40 | n` and then `n` bytes of
-/// seven bits each, most significant first. Every byte is below 0x80, so it is ASCII.
-fn put_len(out: &mut String, len: usize) {
-    if len < 0x40 {
-        out.push(len as u8 as char);
-        return;
-    }
-    let digits = (usize::BITS - len.leading_zeros()).div_ceil(7);
-    out.push((0x40 | digits as u8) as char);
-    for d in (0..digits).rev() {
-        out.push(((len >> (7 * d)) & 0x7f) as u8 as char);
-    }
+/// The process' labels. The lock is taken once per label of a *new* series (the series cache
+/// spares known ones), so it is not on the per-sample path.
+struct Interner {
+    table: HashTable<Arc<Pair>>,
+    hasher: hashbrown::DefaultHashBuilder,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
 }
 
-/// Reads a length written by [`put_len`] at `*pos`.
-fn get_len(b: &[u8], pos: &mut usize) -> usize {
-    let first = b[*pos] as usize;
-    *pos += 1;
-    if first < 0x40 {
-        return first;
+/// Sweeping never leaves the threshold below this, so small agents do not sweep often.
+const MIN_SWEEP_AT: usize = 4096;
+
+static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
+    Mutex::new(Interner { table: HashTable::new(), hasher: Default::default(), sweep_at: MIN_SWEEP_AT })
+});
+
+impl Interner {
+    fn intern(&mut self, name: &str, value: &str) -> Arc<Pair> {
+        let hash = self.hasher.hash_one((name, value));
+        let found = self.table.find(hash, |p| p.name() == name && p.value() == value);
+        if let Some(p) = found {
+            return p.clone();
+        }
+        if self.table.len() >= self.sweep_at {
+            self.sweep();
+        }
+        let pair = Arc::new(Pair { name_len: name.len() as u32, text: [name, value].concat().into() });
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, pair.clone(), |p| hasher.hash_one((p.name(), p.value())));
+        pair
     }
-    let mut len = 0;
-    for _ in 0..first & 0x3f {
-        len = (len << 7) | b[*pos] as usize;
-        *pos += 1;
+
+    /// Drops the labels no series holds. Nothing else can reach a label whose only holder
+    /// is the table, and the table is locked, so a count of one cannot grow meanwhile.
+    fn sweep(&mut self) {
+        self.table.retain(|p| Arc::strong_count(p) > 1);
+        self.table.shrink_to_fit(|p| self.hasher.hash_one((p.name(), p.value())));
+        self.sweep_at = (2 * self.table.len()).max(MIN_SWEEP_AT);
     }
-    len
 }
 
 impl SeriesLabels {
-    /// Encodes labels given sorted by name, without duplicates or empty values (a
+    /// Builds a set from labels given sorted by name, without duplicates or empty values (a
     /// `LabelSet`'s invariants).
     pub fn from_sorted<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> SeriesLabels {
-        let mut s = String::new();
-        for (name, value) in labels {
-            debug_assert!(!name.is_empty() && !value.is_empty());
-            put_len(&mut s, name.len());
-            put_len(&mut s, value.len());
-            s.push_str(name);
-            s.push_str(value);
-        }
-        SeriesLabels(Arc::from(s))
+        let mut interner = INTERNER.lock().unwrap_or_else(|e| e.into_inner());
+        let pairs: Vec<Arc<Pair>> = labels
+            .into_iter()
+            .map(|(name, value)| {
+                debug_assert!(!name.is_empty() && !value.is_empty());
+                interner.intern(name, value)
+            })
+            .collect();
+        SeriesLabels(pairs.into())
     }
 
     pub fn from_set(ls: &LabelSet) -> SeriesLabels {
@@ -75,11 +109,11 @@ impl SeriesLabels {
 
     /// The labels in name order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { s: &self.0, pos: 0 }
+        Iter { pairs: self.0.iter() }
     }
 
     pub fn len(&self) -> usize {
-        self.iter().count()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,11 +138,6 @@ impl SeriesLabels {
     pub fn shares(&self, other: &SeriesLabels) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-
-    /// Bytes of the shared allocation (the encoded labels; the `Arc` counts come on top).
-    pub fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
 }
 
 impl From<&LabelSet> for SeriesLabels {
@@ -120,26 +149,22 @@ impl From<&LabelSet> for SeriesLabels {
 /// Iterator over a [`SeriesLabels`].
 #[derive(Debug, Clone)]
 pub struct Iter<'a> {
-    s: &'a str,
-    pos: usize,
+    pairs: std::slice::Iter<'a, Arc<Pair>>,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = LabelRef<'a>;
 
     fn next(&mut self) -> Option<LabelRef<'a>> {
-        if self.pos >= self.s.len() {
-            return None;
-        }
-        let b = self.s.as_bytes();
-        let name_len = get_len(b, &mut self.pos);
-        let value_len = get_len(b, &mut self.pos);
-        let name = &self.s[self.pos..self.pos + name_len];
-        let value = &self.s[self.pos + name_len..self.pos + name_len + value_len];
-        self.pos += name_len + value_len;
-        Some(LabelRef { name, value })
+        self.pairs.next().map(|p| LabelRef { name: p.name(), value: p.value() })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.pairs.size_hint()
     }
 }
+
+impl ExactSizeIterator for Iter<'_> {}
 
 impl<'a> IntoIterator for &'a SeriesLabels {
     type Item = LabelRef<'a>;
@@ -188,18 +213,58 @@ mod tests {
     }
 
     #[test]
-    fn lengths_at_every_encoding_boundary() {
-        for len in [0x3f, 0x40, 0x7f, 0x80, 0x3fff, 0x4000, 1 << 21, (1 << 21) + 3] {
-            let mut s = String::new();
-            put_len(&mut s, len);
-            assert!(s.is_ascii(), "{len}");
-            let mut pos = 0;
-            assert_eq!(get_len(s.as_bytes(), &mut pos), len);
-            assert_eq!(pos, s.len());
-        }
+    fn long_values_round_trip() {
         let long = "v".repeat(70_000);
         let ls = LabelSet::from_pairs([("a", long.as_str()), ("b", "1")]).unwrap();
         assert_eq!(SeriesLabels::from_set(&ls).to_label_set(), ls);
+    }
+
+    /// Whether the interner holds the label, after a sweep when `sweep` is set.
+    fn interned(name: &str, value: &str, sweep: bool) -> bool {
+        let mut i = INTERNER.lock().unwrap();
+        if sweep {
+            i.sweep();
+        }
+        let hash = i.hasher.hash_one((name, value));
+        i.table.find(hash, |p| p.name() == name && p.value() == value).is_some()
+    }
+
+    #[test]
+    fn sets_share_their_labels_and_unused_labels_are_forgotten() {
+        // Names no other test uses: the interner is the whole process'.
+        let a = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
+        let b = SeriesLabels::from_sorted([("__name__", "intern_test_b"), ("pod", "intern-test-pod")]);
+        assert!(Arc::ptr_eq(&a.0[1], &b.0[1]), "one pod label for both series");
+        assert!(!a.shares(&b));
+        let a2 = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
+        assert_eq!(a, a2);
+        assert!(!a.shares(&a2), "equal sets built apart are two slices of the same labels");
+        drop((a, a2));
+        assert!(!interned("__name__", "intern_test_a", true), "no series holds it any more");
+        assert!(interned("pod", "intern-test-pod", true), "b still holds it");
+        assert_eq!(b.get("pod"), Some("intern-test-pod"));
+        drop(b);
+        assert!(!interned("pod", "intern-test-pod", true));
+        // Interned again when it returns, and reads the same.
+        let c = SeriesLabels::from_sorted([("pod", "intern-test-pod")]);
+        assert_eq!(c.to_string(), r#"{pod="intern-test-pod"}"#);
+    }
+
+    #[test]
+    fn sweeps_keep_pace_with_growth() {
+        let gone: Vec<SeriesLabels> =
+            (0..MIN_SWEEP_AT).map(|i| SeriesLabels::from_sorted([("sweep_test", &*i.to_string())])).collect();
+        drop(gone);
+        // The next sweep is due by the time the table has doubled since the last one, so
+        // interning as many labels as it holds now must run one (other tests only add).
+        let now = INTERNER.lock().unwrap().table.len();
+        let kept: Vec<SeriesLabels> =
+            (0..now + 1).map(|i| SeriesLabels::from_sorted([("sweep_test_kept", &*i.to_string())])).collect();
+        for i in [0, 1, MIN_SWEEP_AT / 2, MIN_SWEEP_AT - 1] {
+            assert!(!interned("sweep_test", &i.to_string(), false), "{i} outlived the sweep");
+        }
+        assert!(kept.iter().enumerate().all(|(i, s)| s.get("sweep_test_kept") == Some(&*i.to_string())));
+        assert!(interned("sweep_test_kept", "0", true), "a held label survives sweeps");
     }
 
     proptest! {
