@@ -46,22 +46,33 @@ pub const REPORT_NAMES: [&str; 8] = [
 /// duplicate line within one scrape, `tracked` says which scrape last counted the series for
 /// staleness, so the hit path is one hash lookup and a few stores.
 ///
-/// Whether the definition went out is bit 31 of `seen` rather than a field of its own: with
-/// the 16-byte key that keeps a table slot at 48 bytes instead of 64. (Generations reach bit
-/// 31 after 2³¹ scrapes, 68 years at one a second.)
+/// The entry holds the series id, not its labels: once the definition went out (the WAL and
+/// the queue keep the labels from there), the scrape path needs only the id. A definition
+/// still to announce waits in [`TargetState::pending`]. With the 16-byte key a table slot is
+/// 32 bytes, where id and labels took 48.
+///
+/// Whether the definition went out is bit 31 of `seen` rather than a field of its own.
+/// (Generations reach bit 31 after 2³¹ scrapes, 68 years at one a second.)
 #[derive(Debug, Clone)]
 struct CacheEntry {
-    /// `None`: metric relabeling drops this series.
-    series: Option<SeriesDef>,
+    /// The series id, or [`DROPPED`]: metric relabeling drops this series.
+    id: u64,
     seen: u32,
     tracked: u32,
 }
 
 const ANNOUNCED: u32 = 1 << 31;
 
+/// The id of a cached series that metric relabeling drops (ids count up from 1).
+const DROPPED: u64 = u64::MAX;
+
 impl CacheEntry {
-    fn new(series: Option<SeriesDef>) -> CacheEntry {
-        CacheEntry { series, seen: 0, tracked: 0 }
+    fn new(id: u64) -> CacheEntry {
+        CacheEntry { id, seen: 0, tracked: 0 }
+    }
+    /// The series' id, unless relabeling drops it.
+    fn series(&self) -> Option<u64> {
+        (self.id != DROPPED).then_some(self.id)
     }
     /// The generation that last saw this series.
     fn seen(&self) -> u32 {
@@ -133,6 +144,9 @@ pub enum Fetched<'a> {
 #[derive(Debug)]
 pub struct TargetState {
     cache: SeriesCache,
+    /// Labels of cached series whose definition has not gone out yet: seen, but their
+    /// samples were not taken (a future timestamp, the sample limit). Usually empty.
+    pending: HashMap<u64, SeriesLabels>,
     /// Seeds the fingerprints; see the module header.
     seed: u64,
     /// The current scrape's generation; the previous scrape's is `generation - 1`.
@@ -168,6 +182,7 @@ impl TargetState {
             .collect();
         TargetState {
             cache: Default::default(),
+            pending: HashMap::new(),
             seed: std::collections::hash_map::RandomState::new().hash_one(hash),
             generation: 1,
             metadata: HashMap::new(),
@@ -338,13 +353,20 @@ impl TargetState {
         let (g, prev) = (self.generation, self.generation - 1);
         let first_marker = out.samples.len();
         for e in self.cache.values() {
-            if let (Some(d), true) = (&e.series, e.tracked == prev) {
-                out.samples.push(BatchSample { series: d.id, timestamp: ts, value: STALE_NAN });
+            if let (Some(id), true) = (e.series(), e.tracked == prev) {
+                out.samples.push(BatchSample { series: id, timestamp: ts, value: STALE_NAN });
             }
         }
         // Forget what has not been seen for a while, so churn does not grow the cache.
         if g % 16 == 0 {
-            self.cache.retain(|_, e| g.saturating_sub(e.seen()) < EVICT_AFTER || e.tracked + 1 >= g);
+            let pending = &mut self.pending;
+            self.cache.retain(|_, e| {
+                let keep = g.saturating_sub(e.seen()) < EVICT_AFTER || e.tracked + 1 >= g;
+                if !keep && !e.announced() {
+                    pending.remove(&e.id);
+                }
+                keep
+            });
         }
         // Hash order is arbitrary; series-id order (first-seen order) is stable.
         out.samples[first_marker..].sort_unstable_by_key(|s| s.series);
@@ -430,24 +452,25 @@ impl TargetState {
                 fp = self.fingerprint(s.series, s.norm);
             }
             let generation = self.generation;
-            let (e, new) = match self.cache.entry(fp) {
-                hashbrown::hash_map::Entry::Occupied(o) => (o.into_mut(), false),
+            // `fresh`: the labels of a series first seen just now (its definition is due).
+            let (e, fresh) = match self.cache.entry(fp) {
+                hashbrown::hash_map::Entry::Occupied(o) => (o.into_mut(), None),
                 hashbrown::hash_map::Entry::Vacant(v) => {
-                    let series = match Self::build(&self.public, job, s.series, s.norm, format) {
-                        Ok(None) => None,
-                        Ok(Some(ls)) => Some(SeriesDef {
-                            id: self.ids.fetch_add(1, Ordering::Relaxed),
-                            labels: SeriesLabels::from_set(&ls),
-                        }),
+                    let (id, labels) = match Self::build(&self.public, job, s.series, s.norm, format) {
+                        Ok(None) => (DROPPED, None),
+                        Ok(Some(ls)) => {
+                            (self.ids.fetch_add(1, Ordering::Relaxed), Some(SeriesLabels::from_set(&ls)))
+                        }
                         Err(e) => {
                             failure = Some(e);
                             break;
                         }
                     };
-                    (v.insert(CacheEntry::new(series)), true)
+                    (v.insert(CacheEntry::new(id)), Some(labels))
                 }
             };
-            let Some(id) = e.series.as_ref().map(|d| d.id) else { continue };
+            let new = fresh.is_some();
+            let Some(id) = e.series() else { continue };
             counts.post_relabel += 1;
             let explicit = s.timestamp.is_some() && job.honor_timestamps;
             let t = if explicit { s.timestamp.unwrap_or(ts) } else { ts };
@@ -455,12 +478,19 @@ impl TargetState {
                 continue; // the same series twice without a timestamp: the first wins
             }
             e.set_seen(generation);
-            if t > now + MAX_FUTURE_MS {
-                continue; // out of bounds: dropped, not fatal
-            }
-            if job.sample_limit > 0 && appended >= job.sample_limit {
-                limit_hit = true;
-                continue; // keep counting so the report series are right
+            let taken = if t > now + MAX_FUTURE_MS {
+                false // out of bounds: dropped, not fatal
+            } else if job.sample_limit > 0 && appended >= job.sample_limit {
+                limit_hit = true; // keep counting so the report series are right
+                false
+            } else {
+                true
+            };
+            if !taken {
+                if let Some(Some(labels)) = fresh {
+                    self.pending.insert(id, labels);
+                }
+                continue;
             }
             appended += 1;
             if new {
@@ -468,7 +498,9 @@ impl TargetState {
             }
             if !e.announced() {
                 e.announce();
-                out.new_series.extend(e.series.clone());
+                if let Some(labels) = fresh.flatten().or_else(|| self.pending.remove(&id)) {
+                    out.new_series.push(SeriesDef { id, labels });
+                }
             }
             if !explicit || job.track_timestamps_staleness {
                 e.tracked = generation;
@@ -515,12 +547,8 @@ impl TargetState {
     pub fn end_of_run(&mut self, job: &Job, ts: i64) -> ScrapeBatch {
         let mut out = ScrapeBatch { target: self.hash, timestamp: ts, ..Default::default() };
         let last = self.generation;
-        let mut ids: Vec<u64> = self
-            .cache
-            .values()
-            .filter(|e| e.tracked == last)
-            .filter_map(|e| e.series.as_ref().map(|d| d.id))
-            .collect();
+        let mut ids: Vec<u64> =
+            self.cache.values().filter(|e| e.tracked == last).filter_map(CacheEntry::series).collect();
         ids.sort_unstable();
         for id in ids {
             out.samples.push(BatchSample { series: id, timestamp: ts, value: STALE_NAN });
@@ -531,15 +559,6 @@ impl TargetState {
         }
         self.generation += 1;
         out
-    }
-
-    /// Labels of a series id this target produced, for tests and the batch consumer.
-    pub fn labels_of(&self, id: u64) -> Option<SeriesLabels> {
-        self.report.iter().find(|d| d.id == id).map(|d| d.labels.clone()).or_else(|| {
-            self.cache
-                .values()
-                .find_map(|e| e.series.as_ref().filter(|d| d.id == id).map(|d| d.labels.clone()))
-        })
     }
 }
 
