@@ -47,6 +47,23 @@ pub struct LabelRef<'a> {
     pub value: &'a str,
 }
 
+/// One label of a [`SeriesLabels`] by identity. Two keys with the same [`id`](Self::id)
+/// are the same label for as long as either is borrowed (the id is its address, and the set
+/// holds it). The interner keeps one copy of each label in use, so equal labels usually have
+/// one id, but the text is what decides equality.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelKey<'a>(&'a Arc<Pair>);
+
+impl<'a> LabelKey<'a> {
+    pub fn id(self) -> usize {
+        Arc::as_ptr(self.0) as usize
+    }
+
+    pub fn label(self) -> LabelRef<'a> {
+        LabelRef { name: self.0.name(), value: self.0.value() }
+    }
+}
+
 /// The process' labels. The lock is taken once per label of a *new* series (the series cache
 /// spares known ones), so it is not on the per-sample path.
 struct Interner {
@@ -110,6 +127,12 @@ impl SeriesLabels {
     /// The labels in name order.
     pub fn iter(&self) -> Iter<'_> {
         Iter { pairs: self.0.iter() }
+    }
+
+    /// The labels in name order as [`LabelKey`]s: who encodes many series can recognise a
+    /// label it has seen without reading its text.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = LabelKey<'_>> {
+        self.0.iter().map(LabelKey)
     }
 
     pub fn len(&self) -> usize {

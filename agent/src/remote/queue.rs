@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_protocol::{LabelSet, SymbolTable, WriteProto};
+use ferry_protocol::{LabelSet, WriteProto};
 use tokio::sync::{mpsc, watch};
 
 use super::client::{self, Outcome};
@@ -81,10 +81,10 @@ fn jitter(d: Duration) -> Duration {
 }
 
 async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
-    // Buffers reused across requests: raw protobuf, RW2 series bytes, snappy state.
-    let (mut raw, mut series_buf) = (Vec::new(), Vec::new());
+    // Reused across requests: raw protobuf, snappy state, the RW2 encoder's tables.
+    let mut raw = Vec::new();
     let mut snappy = ferry_protocol::snappy::BlockEncoder::default();
-    let mut table = SymbolTable::new();
+    let mut rw2 = super::wire::Rw2Encoder::new();
     while let Some(mut job) = rx.recv().await {
         let cfg = &shared.cfg;
         let m = &shared.metrics;
@@ -108,7 +108,7 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
             };
             match proto {
                 WriteProto::V1 => super::wire::rw1(&job.payload, cfg.send_exemplars, &mut raw),
-                WriteProto::V2 => super::wire::rw2(&job.payload, &mut table, &mut series_buf, &mut raw),
+                WriteProto::V2 => rw2.encode(&job.payload, &mut raw),
             }
             let mut body = Vec::new();
             snappy.encode_into(&raw, &mut body);

@@ -124,87 +124,141 @@ fn refs_len(refs: &[u32]) -> usize {
     refs.iter().map(|&r| varint_len(r as u64)).sum()
 }
 
-/// An RW2 `Request`: the series first (interning as it goes), then the symbol table.
-pub fn rw2(p: &Payload, table: &mut SymbolTable, series_buf: &mut Vec<u8>, out: &mut Vec<u8>) {
-    table.reset();
-    series_buf.clear();
-    let mut refs: Vec<u32> = Vec::with_capacity(32);
-    // The previous series' strings and refs by position. A scrape lists a family's series
-    // together, so the label names, and most values (a histogram's buckets differ only in
-    // `le`), equal the previous series' at the same position: comparing with a string that
-    // was just read is much cheaper than a table lookup.
-    let mut prev: Vec<(&str, u32)> = Vec::with_capacity(32);
-    let mut ex_refs: Vec<Vec<u32>> = Vec::new();
-    for run in p.runs() {
-        let series = &run[0].series;
-        let st = run[0].start_timestamp;
-        refs.clear();
-        for (i, s) in series.labels.iter().flat_map(|l| [l.name, l.value]).enumerate() {
-            let r = match prev.get(i) {
-                Some(&(p, r)) if p == s => r,
-                _ => {
-                    let r = table.symbolize(s);
-                    if i < prev.len() {
-                        prev[i] = (s, r);
-                    } else {
-                        prev.push((s, r));
+/// Hashes a label's address (a [`LabelKey`](crate::series_labels::LabelKey) id): one
+/// multiply, folded so that the low bits, which hashbrown indexes by, depend on every bit of
+/// the address (allocations are aligned, so an address's own low bits are all zero).
+#[derive(Debug, Default, Clone, Copy)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `usize` keys are hashed with this, through `write_usize`.
+        for &b in bytes {
+            self.write_usize(b as usize);
+        }
+    }
+    fn write_usize(&mut self, v: usize) {
+        let m = (self.0 ^ v as u64) as u128 * 0x9e37_79b9_7f4a_7c15;
+        self.0 = (m >> 64) as u64 ^ m as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// What an RW2 encoding reuses from request to request: the symbol table, the series bytes
+/// and the labels already symbolised in the current request.
+#[derive(Debug, Default)]
+pub struct Rw2Encoder {
+    table: SymbolTable,
+    series_buf: Vec<u8>,
+    /// This request's labels by identity: their name and value refs.
+    label_refs: AddressMap,
+    /// This request's family metadata by identity (the queue shares one `FamilyMeta` per
+    /// family): the help and unit refs. Help texts are long to hash.
+    meta_refs: AddressMap,
+}
+
+type AddressMap = hashbrown::HashMap<usize, (u32, u32), std::hash::BuildHasherDefault<AddressHasher>>;
+
+impl Rw2Encoder {
+    pub fn new() -> Rw2Encoder {
+        Rw2Encoder::default()
+    }
+
+    /// An RW2 `Request`: the series first (interning as it goes), then the symbol table.
+    pub fn encode(&mut self, p: &Payload, out: &mut Vec<u8>) {
+        let Rw2Encoder { table, series_buf, label_refs, meta_refs } = self;
+        table.reset();
+        series_buf.clear();
+        label_refs.clear();
+        meta_refs.clear();
+        let mut refs: Vec<u32> = Vec::with_capacity(32);
+        // The previous series' labels and refs by position. A scrape lists a family's series
+        // together, so the label names, and most values (a histogram's buckets differ only
+        // in `le`), are the previous series' at the same position: one compare of interned
+        // labels' addresses, where a table lookup would hash and compare their text.
+        let mut prev: Vec<(usize, u32, u32)> = Vec::with_capacity(16);
+        let mut ex_refs: Vec<Vec<u32>> = Vec::new();
+        for run in p.runs() {
+            let series = &run[0].series;
+            let st = run[0].start_timestamp;
+            refs.clear();
+            for (i, key) in series.labels.keys().enumerate() {
+                let id = key.id();
+                let (n, v) = match prev.get(i) {
+                    Some(&(p, n, v)) if p == id => (n, v),
+                    _ => {
+                        let (n, v) = *label_refs.entry(id).or_insert_with(|| {
+                            let l = key.label();
+                            (table.symbolize(l.name), table.symbolize(l.value))
+                        });
+                        if i < prev.len() {
+                            prev[i] = (id, n, v);
+                        } else {
+                            prev.push((id, n, v));
+                        }
+                        (n, v)
                     }
-                    r
-                }
-            };
-            refs.push(r);
-        }
-        let labels_len = refs_len(&refs);
-        let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, st))).sum();
-        let exemplars = run.iter().flat_map(|s| s.exemplars());
-        ex_refs.clear();
-        let mut ex_len = 0;
-        for e in exemplars.clone() {
-            let mut r = Vec::new();
-            table.symbolize_labels(&e.0, &mut r);
-            let body = if r.is_empty() { 0 } else { field_len(1, refs_len(&r)) } + exemplar_tail_len(e.2);
-            ex_len += field_len(4, body);
-            ex_refs.push(r);
-        }
-        let md = series
-            .metadata
-            .as_ref()
-            .map(|m| (m.0.wire() as u64, table.symbolize(&m.1) as u64, table.symbolize(&m.2) as u64));
-        let md_len =
-            md.map_or(0, |(t, h, u)| field_len(5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u)));
-        len_field(series_buf, 5, field_len(1, labels_len) + samples_len + ex_len + md_len);
-        len_field(series_buf, 1, labels_len);
-        put_refs(series_buf, &refs);
-        for s in run {
-            put_sample(series_buf, 2, s.value, s.timestamp, st);
-        }
-        for (e, r) in exemplars.zip(&ex_refs) {
-            let body = if r.is_empty() { 0 } else { field_len(1, refs_len(r)) } + exemplar_tail_len(e.2);
-            len_field(series_buf, 4, body);
-            if !r.is_empty() {
-                len_field(series_buf, 1, refs_len(r));
-                put_refs(series_buf, r);
+                };
+                refs.push(n);
+                refs.push(v);
             }
-            key(series_buf, 2, 1);
-            series_buf.extend_from_slice(&e.1.to_bits().to_le_bytes());
-            key(series_buf, 3, 0);
-            put_varint(series_buf, e.2 as u64);
+            let labels_len = refs_len(&refs);
+            let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, st))).sum();
+            let exemplars = run.iter().flat_map(|s| s.exemplars());
+            ex_refs.clear();
+            let mut ex_len = 0;
+            for e in exemplars.clone() {
+                let mut r = Vec::new();
+                table.symbolize_labels(&e.0, &mut r);
+                let body = if r.is_empty() { 0 } else { field_len(1, refs_len(&r)) } + exemplar_tail_len(e.2);
+                ex_len += field_len(4, body);
+                ex_refs.push(r);
+            }
+            let md = series.metadata.as_ref().map(|m| {
+                let (h, u) = *meta_refs
+                    .entry(std::sync::Arc::as_ptr(m) as usize)
+                    .or_insert_with(|| (table.symbolize(&m.1), table.symbolize(&m.2)));
+                (m.0.wire() as u64, h as u64, u as u64)
+            });
+            let md_len = md.map_or(0, |(t, h, u)| {
+                field_len(5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u))
+            });
+            len_field(series_buf, 5, field_len(1, labels_len) + samples_len + ex_len + md_len);
+            len_field(series_buf, 1, labels_len);
+            put_refs(series_buf, &refs);
+            for s in run {
+                put_sample(series_buf, 2, s.value, s.timestamp, st);
+            }
+            for (e, r) in exemplars.zip(&ex_refs) {
+                let body = if r.is_empty() { 0 } else { field_len(1, refs_len(r)) } + exemplar_tail_len(e.2);
+                len_field(series_buf, 4, body);
+                if !r.is_empty() {
+                    len_field(series_buf, 1, refs_len(r));
+                    put_refs(series_buf, r);
+                }
+                key(series_buf, 2, 1);
+                series_buf.extend_from_slice(&e.1.to_bits().to_le_bytes());
+                key(series_buf, 3, 0);
+                put_varint(series_buf, e.2 as u64);
+            }
+            if let Some((t, h, u)) = md {
+                len_field(series_buf, 5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u));
+                key(series_buf, 1, 0);
+                put_varint(series_buf, t);
+                key(series_buf, 3, 0);
+                put_varint(series_buf, h);
+                key(series_buf, 4, 0);
+                put_varint(series_buf, u);
+            }
         }
-        if let Some((t, h, u)) = md {
-            len_field(series_buf, 5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u));
-            key(series_buf, 1, 0);
-            put_varint(series_buf, t);
-            key(series_buf, 3, 0);
-            put_varint(series_buf, h);
-            key(series_buf, 4, 0);
-            put_varint(series_buf, u);
+        out.clear();
+        for sym in table.iter() {
+            bytes_field(out, 4, sym.as_bytes());
         }
+        out.extend_from_slice(series_buf);
     }
-    out.clear();
-    for sym in table.iter() {
-        bytes_field(out, 4, sym.as_bytes());
-    }
-    out.extend_from_slice(series_buf);
 }
 
 #[cfg(test)]
@@ -261,11 +315,14 @@ mod tests {
             assert_eq!(format!("{ours:?}"), format!("{want:?}"));
             assert_eq!(ours.timeseries[0].samples[1].value.to_bits(), STALE_NAN.to_bits());
         }
-        let (mut t1, mut t2) = (SymbolTable::new(), SymbolTable::new());
-        let (mut buf, mut out) = (Vec::new(), Vec::new());
-        rw2(&p, &mut t1, &mut buf, &mut out);
-        let ours = rw2::Request::decode(out.as_slice()).unwrap();
-        let want = p.rw2(&mut t2);
-        assert_eq!(format!("{ours:?}"), format!("{want:?}"));
+        let mut enc = Rw2Encoder::new();
+        let mut out = Vec::new();
+        // Twice: the second request must not see the first one's refs.
+        for _ in 0..2 {
+            enc.encode(&p, &mut out);
+            let ours = rw2::Request::decode(out.as_slice()).unwrap();
+            let want = p.rw2(&mut SymbolTable::new());
+            assert_eq!(format!("{ours:?}"), format!("{want:?}"));
+        }
     }
 }
