@@ -128,6 +128,12 @@ struct Writer {
     /// 100 MB, over the default 64 MiB), counting them would rotate before the series were
     /// all stated, and the next segment would state them again: a WAL of nothing but labels.
     data_bytes: u64,
+    /// Target → the segment tag and the fingerprint of the series ids of its last batch
+    /// written there: a batch with the same ids in the same segment states nothing new, so
+    /// it skips the per-sample table lookups. Cleared at rotation (the tag changes).
+    steady: HashMap<u64, (u32, u128)>,
+    /// Scratch for that fingerprint.
+    ids_buf: Vec<u8>,
 }
 
 impl Writer {
@@ -349,6 +355,8 @@ impl Wal {
                 force_rotate: false,
                 segment_limit: opts.segment_size,
                 data_bytes: 0,
+                steady: HashMap::new(),
+                ids_buf: Vec::new(),
             }),
             end: watch::channel(Pos { seg: next, off: 0 }).0,
             metrics: WalMetrics::default(),
@@ -393,9 +401,17 @@ impl Wal {
             self.rotate(&mut w)?;
         }
         let tag = w.tag(w.cur.seg);
+        // The batch's series ids, fingerprinted (128 bits, as the scrape cache's keys; a
+        // collision would have to happen between two batches of one target).
+        let mut ids = std::mem::take(&mut w.ids_buf);
+        ids.clear();
+        ids.extend(batch.samples.iter().flat_map(|s| s.series.to_le_bytes()));
+        let fingerprint = xxhash_rust::xxh3::xxh3_128(&ids);
+        w.ids_buf = ids;
+        let steady = batch.new_series.is_empty() && w.steady.get(&batch.target) == Some(&(tag, fingerprint));
         // Definitions this segment has not stated yet.
         let mut defs: Vec<SeriesDef> = Vec::new();
-        {
+        if !steady {
             let labels = shared.lock().expect("labels lock");
             for s in &batch.samples {
                 if let Some(k) = labels.get(&s.series)
@@ -450,6 +466,8 @@ impl Wal {
                 }
             }
         }
+        // Every series of this batch is stated in this segment now.
+        w.steady.insert(batch.target, (tag, fingerprint));
         let seg = at.seg;
         let info = w.segments.entry(seg).or_default();
         info.records.push((at.off, batch.samples.len() as u32));
@@ -481,6 +499,7 @@ impl Wal {
         w.file = Some(f);
         w.segments.insert(w.cur.seg, Segment::default());
         w.data_bytes = 0;
+        w.steady.clear();
         self.delete_consumed(w);
         // Forget series no segment on disk states and none has needed for a while. A series
         // in steady use is stated in every segment, so it stays however long segments last;

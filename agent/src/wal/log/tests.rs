@@ -350,3 +350,34 @@ fn cursor_slots_survive_a_torn_write_and_read_the_old_format() {
     assert_eq!(parse_cursor(&std::fs::read(&path).unwrap()).map(|c| c.1), Some(p[4]));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn steady_batches_skip_lookups_but_every_segment_still_states_its_series() {
+    let dir = tmp("steady");
+    let (wal, _) = Wal::open(&dir, opts(200, 1 << 30)).unwrap();
+    // One target's batch, the same series every time; only the first announces them.
+    let steady = |n: u64| {
+        let mut b = batch(0);
+        b.samples.iter_mut().for_each(|s| s.timestamp += n as i64);
+        if n > 0 {
+            b.new_series.clear();
+        }
+        b
+    };
+    let mut starts = Vec::new();
+    for n in 0..60 {
+        let at = wal.append(&steady(n)).unwrap();
+        if at.off == 0 {
+            starts.push(at);
+        }
+    }
+    assert!(starts.len() > 3, "segments rotated: {starts:?}");
+    drop(wal);
+    // After a restart nothing is known but what the segments say: reading from the start of
+    // any segment must find the labels stated in that segment.
+    let (wal, _) = Wal::open(&dir, opts(200, 1 << 30)).unwrap();
+    for at in &starts {
+        assert!(!read_all(&wal, *at).is_empty(), "{at:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
