@@ -129,6 +129,9 @@ fn main() -> std::process::ExitCode {
             });
             let opts = sender::Options { profile, proto, parallel, filter: cases, workdir };
             let results = sender::run(&opts);
+            // Passing cases remove their folders and failing ones keep theirs for a look, so
+            // the root is left behind only when something failed.
+            let _ = std::fs::remove_dir(&opts.workdir);
             emit(&results, format, "sender")
         }
     }

@@ -13,10 +13,32 @@ use proptest::prelude::*;
 use super::*;
 use crate::scrape::batch::{BatchSample, ScrapeBatch, SeriesDef};
 
-fn tmp(tag: &str) -> std::path::PathBuf {
+/// A test's own directory, removed when the test ends, passed or failed.
+struct TmpDir(std::path::PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(tag: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("ferry-wal-{tag}-{}-{}", std::process::id(), rand_u64()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
 }
 
 fn rand_u64() -> u64 {
@@ -95,7 +117,6 @@ fn round_trip_across_segments_and_restarts() {
     assert!(wal.end().seg > positions.last().unwrap().seg, "a restart writes a new segment");
     wal.append(&batch(40)).unwrap();
     assert_eq!(read_all(&wal, Pos { seg: 1, off: 0 }).len(), 41);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -118,7 +139,6 @@ fn torn_tail_and_corrupt_record_are_repaired_without_a_human() {
     let got: Vec<i64> = read_all_except(&wal, Pos { seg: 1, off: 0 }, &[4]).iter().map(|a| a.1).collect();
     let want: Vec<i64> = (0..10).filter(|&n| n != 4).map(|n| 1_000_000 + n * 1000).collect();
     assert_eq!(got, want);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -141,7 +161,6 @@ fn cursors_survive_restarts_and_damage_falls_back_to_resend() {
     let (wal, _) = Wal::open(&dir, opts(250, 1 << 30)).unwrap();
     let fallback = wal.register("ep");
     assert!(fallback <= p[12] && fallback.off == 0, "{fallback:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -171,7 +190,6 @@ fn size_cap_drops_oldest_and_counts_per_endpoint() {
     // What slow can still read plus what it lost is everything written (2 samples each).
     assert_eq!(left.len() as u64 * 2 + dropped["slow"], 60 * 2);
     assert!(left.last().unwrap().0 == last);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 proptest! {
@@ -220,7 +238,6 @@ proptest! {
         let want: Vec<i64> = written[acked..].iter().map(|w| w.1).collect();
         let got_ts: Vec<i64> = got.iter().map(|g| g.1).collect();
         prop_assert_eq!(got_ts, want);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -267,7 +284,6 @@ fn labels_larger_than_a_segment_are_not_restated_by_every_record() {
         records += 1;
     }
     assert_eq!(records, 13);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A small agent writes a segment in days, longer than the labels' time to live: the
@@ -348,7 +364,6 @@ fn cursor_slots_survive_a_torn_write_and_read_the_old_format() {
     assert_eq!(wal.register("ep"), p[2]);
     wal.ack("ep", p[4]).unwrap();
     assert_eq!(parse_cursor(&std::fs::read(&path).unwrap()).map(|c| c.1), Some(p[4]));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -379,5 +394,4 @@ fn steady_batches_skip_lookups_but_every_segment_still_states_its_series() {
     for at in &starts {
         assert!(!read_all(&wal, *at).is_empty(), "{at:?}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
