@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod crc;
+pub mod id_map;
 pub mod log;
 
 pub use log::{Entry, Options, Pos, Reader, Recovery, Wal};
