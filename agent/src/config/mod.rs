@@ -264,7 +264,34 @@ fn check_http(ctx: &Ctx<'_>, where_: &str, h: &HttpClient) -> Result<(), ConfigE
             format!("{where_}.tls_config: give each of ca, cert and key inline or as a file, not both"),
         ));
     }
+    if let Some(t) = &h.tls_config {
+        for (field, v) in [("min_version", &t.min_version), ("max_version", &t.max_version)] {
+            if let Some(v) = v
+                && !matches!(v.as_str(), "TLS10" | "TLS11" | "TLS12" | "TLS13")
+            {
+                return Err(ctx.err(
+                    v,
+                    format!("{where_}.tls_config.{field}: unknown TLS version {v:?} (TLS10, TLS11, TLS12 or TLS13)"),
+                ));
+            }
+        }
+        if t.max_version.as_deref().is_some_and(|v| matches!(v, "TLS10" | "TLS11")) {
+            return Err(ctx.err(
+                "max_version",
+                format!("{where_}.tls_config.max_version: TLS 1.2 is the oldest version ferry-agent speaks"),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// `tls_config.server_name` where the connection is made by a client that cannot send
+/// another name than the URL's (reqwest: remote write, HTTP SD, scrapes through a proxy).
+fn refuse_server_name(ctx: &Ctx<'_>, where_: &str, h: &HttpClient, why: &str) -> Result<(), ConfigError> {
+    match h.tls_config.as_ref().and_then(|t| t.server_name.as_ref()) {
+        Some(n) => Err(ctx.err(n, format!("{where_}.tls_config.server_name is not supported {why}"))),
+        None => Ok(()),
+    }
 }
 
 fn validation_scheme(ctx: &Ctx<'_>, s: Option<&str>) -> Result<Option<NameValidation>, ConfigError> {
@@ -566,10 +593,15 @@ impl Config {
                 check_http(&ctx, &format!("job {name:?} kubernetes_sd_configs"), &k.http_client())?;
             }
             for h in &sc.http_sd_configs {
-                check_http(&ctx, &format!("job {name:?} http_sd_configs"), &h.http_client())?;
+                let where_ = format!("job {name:?} http_sd_configs");
+                check_http(&ctx, &where_, &h.http_client())?;
+                refuse_server_name(&ctx, &where_, &h.http_client(), "for HTTP service discovery")?;
             }
             let http = sc.http_client();
             check_http(&ctx, &format!("job {name:?}"), &http)?;
+            if http.proxy_url.is_some() || http.proxy_from_environment {
+                refuse_server_name(&ctx, &format!("job {name:?}"), &http, "for scrapes through a proxy")?;
+            }
             let pick =
                 |job: Option<u64>, global: Option<u64>| job.filter(|&v| v != 0).or(global).unwrap_or(0);
             let extra = sc.extra_scrape_metrics.or(g.extra_scrape_metrics).unwrap_or(false);
@@ -669,6 +701,7 @@ impl Config {
             }
             let http = rw.http_client();
             check_http(&ctx, &w, &http)?;
+            refuse_server_name(&ctx, &w, &http, "for remote write")?;
             let write_relabel = rw
                 .write_relabel_configs
                 .iter()

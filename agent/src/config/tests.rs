@@ -113,6 +113,17 @@ fn errors_name_file_line_and_column() {
     let e = err("remote_write:\n  - url: http://r/w\n    headers:\n      Content-Type: x\n");
     assert!(e.msg.contains("reserved header") && e.line == 4, "{e}");
 
+    let e = err("scrape_configs:\n  - job_name: a\n    tls_config:\n      min_version: TLS14\n");
+    assert!(e.msg.contains("unknown TLS version \"TLS14\"") && e.line == 4, "{e}");
+    let e = err("scrape_configs:\n  - job_name: a\n    tls_config: {max_version: TLS11}\n");
+    assert!(e.msg.contains("TLS 1.2 is the oldest") && e.line == 3, "{e}");
+    let e = err("remote_write:\n  - url: https://r/w\n    tls_config:\n      server_name: r.example\n");
+    assert!(e.msg.contains("server_name is not supported for remote write") && e.line == 4, "{e}");
+    let e = err(
+        "scrape_configs:\n  - job_name: a\n    proxy_url: http://p:3128\n    tls_config:\n      server_name: t.example\n",
+    );
+    assert!(e.msg.contains("not supported for scrapes through a proxy") && e.line == 5, "{e}");
+
     let e = err("remote_write:\n  - url: http://r/w\n    protobuf_message: foo\n");
     assert!(e.msg.contains("unknown protobuf_message") && e.line == 3, "{e}");
 

@@ -1,6 +1,6 @@
 //! HTTP fetching of a target: the client built from `<http_config>` (auth, TLS, proxy,
-//! redirects, extra headers; plain-HTTP scrapes go through [`PlainHttp`], the rest through
-//! reqwest), Prometheus' request headers, one deadline for the whole
+//! redirects, extra headers; scrapes without a proxy go through [`DirectHttp`], the rest
+//! through reqwest), Prometheus' request headers, one deadline for the whole
 //! exchange, only HTTP 200 as success, gzip decoded only for `Content-Encoding: gzip`, and
 //! `body_size_limit` applied to the decoded bytes (`n >= limit` fails).
 
@@ -14,7 +14,7 @@ use reqwest::header::{
     HeaderValue, USER_AGENT as USER_AGENT_HEADER,
 };
 
-use super::plain_http::{Outcome, PlainHttp};
+use super::direct_http::{self, DirectHttp};
 
 use crate::config::{HttpClient, Job};
 
@@ -70,8 +70,8 @@ impl Secret {
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
-    /// The scrape path's client for `http://` URLs, when no proxy is configured.
-    plain: Option<PlainHttp>,
+    /// The scrape path's client, when no proxy is configured.
+    direct: Option<DirectHttp>,
     auth: Auth,
     headers: HeaderMap,
 }
@@ -100,46 +100,9 @@ impl Fetcher {
             }
             b = b.proxy(proxy);
         }
-        if let Some(tls) = &http.tls_config {
-            if tls.insecure_skip_verify {
-                b = b.danger_accept_invalid_certs(true);
-            }
-            let ca = match (&tls.ca, &tls.ca_file) {
-                (Some(pem), _) => Some(pem.as_bytes().to_vec()),
-                (_, Some(f)) => {
-                    Some(std::fs::read(resolve(base, f)).map_err(|e| format!("tls_config.ca_file: {e}"))?)
-                }
-                _ => None,
-            };
-            if let Some(pem) = ca {
-                for cert in
-                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls_config.ca: {e}"))?
-                {
-                    b = b.add_root_certificate(cert);
-                }
-            }
-            let read = |inline: &Option<String>,
-                        file: &Option<std::path::PathBuf>,
-                        what: &str|
-             -> Result<Option<Vec<u8>>, String> {
-                match (inline, file) {
-                    (Some(s), _) => Ok(Some(s.as_bytes().to_vec())),
-                    (_, Some(f)) => std::fs::read(resolve(base, f))
-                        .map(Some)
-                        .map_err(|e| format!("tls_config.{what}_file: {e}")),
-                    _ => Ok(None),
-                }
-            };
-            if let (Some(mut cert), Some(key)) =
-                (read(&tls.cert, &tls.cert_file, "cert")?, read(&tls.key, &tls.key_file, "key")?)
-            {
-                cert.push(b'\n');
-                cert.extend_from_slice(&key);
-                b = b.identity(
-                    reqwest::Identity::from_pem(&cert).map_err(|e| format!("tls_config cert/key: {e}"))?,
-                );
-            }
-        }
+        // One TLS configuration for both clients, so both honour the same settings.
+        let tls = super::tls::client_config(http.tls_config.as_ref(), base)?;
+        b = b.use_preconfigured_tls(tls.clone());
         let auth = if let Some(ba) = &http.basic_auth {
             let user = match (&ba.username, &ba.username_file) {
                 (_, Some(f)) => Secret::File(resolve(base, f)),
@@ -184,9 +147,12 @@ impl Fetcher {
             }
         }
         let client = b.build().map_err(|e| format!("building HTTP client: {e}"))?;
+        // reqwest cannot send another name than the URL's; the config check refuses
+        // `server_name` where only reqwest connects (proxies, remote write, HTTP SD).
+        let server_name = super::tls::server_name(http.tls_config.as_ref())?;
         let direct = http.proxy_url.is_none() && !http.proxy_from_environment;
-        let plain = direct.then(|| PlainHttp::new(http.follow_redirects.unwrap_or(true)));
-        Ok(Fetcher { client, plain, auth, headers })
+        let direct = direct.then(|| DirectHttp::new(http.follow_redirects.unwrap_or(true), tls, server_name));
+        Ok(Fetcher { client, direct, auth, headers })
     }
 
     /// The Authorization header the credentials make, read afresh (files may rotate).
@@ -252,7 +218,7 @@ impl Fetcher {
         Ok(h)
     }
 
-    /// Sends the GET through reqwest: HTTPS, proxies, and what a plain redirect led to.
+    /// Sends the GET through reqwest (scrapes through a proxy).
     async fn send_general(
         &self,
         url: &str,
@@ -269,19 +235,13 @@ impl Fetcher {
     async fn scrape_inner(&self, url: &str, job: &Job, timeout: Duration) -> Result<Response, FetchError> {
         let headers = self.scrape_headers(job, timeout).map_err(FetchError::new)?;
         let auth = self.auth_header().map_err(FetchError::new)?;
-        let mut reply = match &self.plain {
-            Some(plain) if url.starts_with("http://") => {
-                match plain
+        let mut reply = match &self.direct {
+            Some(direct) if direct_http::handles(url) => Reply::from_hyper(
+                direct
                     .get(url, &headers, auth.as_ref())
                     .await
-                    .map_err(|e| FetchError::new(format!("Get {url:?}: {e}")))?
-                {
-                    Outcome::Done(resp) => Reply::from_hyper(resp),
-                    Outcome::Elsewhere(next) => {
-                        Reply::from_reqwest(self.send_general(next.as_str(), headers, None).await?)
-                    }
-                }
-            }
+                    .map_err(|e| FetchError::new(format!("Get {url:?}: {e}")))?,
+            ),
             _ => Reply::from_reqwest(self.send_general(url, headers, auth).await?),
         };
         if reply.status != StatusCode::OK {
@@ -341,7 +301,7 @@ struct Reply {
 }
 
 enum Body {
-    Plain(hyper::body::Incoming),
+    Direct(hyper::body::Incoming),
     General(reqwest::Response),
 }
 
@@ -360,7 +320,7 @@ impl Reply {
         use hyper::body::Body as _;
         let (parts, body) = resp.into_parts();
         let len = body.size_hint().exact();
-        Reply::new(parts.status, &parts.headers, len, Body::Plain(body))
+        Reply::new(parts.status, &parts.headers, len, Body::Direct(body))
     }
 
     fn from_reqwest(mut resp: reqwest::Response) -> Reply {
@@ -372,7 +332,7 @@ impl Reply {
 impl Body {
     async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
         match self {
-            Body::Plain(b) => super::plain_http::next_chunk(b).await,
+            Body::Direct(b) => direct_http::next_chunk(b).await,
             Body::General(r) => r.chunk().await.map_err(|e| error_chain(&e)),
         }
     }

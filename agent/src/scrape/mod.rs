@@ -2,9 +2,10 @@
 
 pub mod append;
 pub mod batch;
+pub mod direct_http;
 pub mod fetch;
 pub mod manager;
 pub mod parse;
-pub mod plain_http;
 pub mod scrape_loop;
 pub mod target;
+pub mod tls;

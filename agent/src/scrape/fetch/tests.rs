@@ -1,6 +1,7 @@
-//! The scrape fetch against a hand-written HTTP/1.1 server on loopback, which records every
-//! request and connection: headers and credentials, redirects and their rules, connection
-//! reuse, and the capped read buffer.
+//! The scrape fetch against a hand-written HTTP/1.1 server on loopback (plain or TLS, with
+//! certificates from the openssl command), which records every request and connection:
+//! headers and credentials, redirects and their rules, connection reuse, the capped read
+//! buffer, and certificate verification.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,12 +9,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 use super::*;
 use crate::config::Config;
-use crate::scrape::plain_http::{self, MAX_READ_BUF, MAX_REDIRECTS};
+use crate::scrape::direct_http::{self, DirectHttp, MAX_READ_BUF, MAX_REDIRECTS};
 
 /// What the server saw of one request: its path and lower-cased headers.
 #[derive(Debug, Clone)]
@@ -52,6 +57,11 @@ fn redirect(status: &str, location: &str) -> Vec<u8> {
 
 /// Serves `route(path)` to every GET, keeping connections alive.
 async fn serve(route: Arc<Route>) -> Server {
+    serve_on(route, None).await
+}
+
+/// The same over TLS when `tls` is given.
+async fn serve_on(route: Arc<Route>, tls: Option<TlsAcceptor>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -59,36 +69,143 @@ async fn serve(route: Arc<Route>) -> Server {
     let (s, c) = (seen.clone(), connections.clone());
     tokio::spawn(async move {
         loop {
-            let (mut sock, _) = listener.accept().await.unwrap();
+            let (sock, _) = listener.accept().await.unwrap();
             c.fetch_add(1, Ordering::SeqCst);
-            let (s, route) = (s.clone(), route.clone());
+            let (s, route, tls) = (s.clone(), route.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let mut chunk = [0u8; 4096];
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                match tls {
+                    None => converse(sock, s, route).await,
+                    Some(acceptor) => {
+                        // A client that refuses the certificate ends the handshake: no request.
+                        if let Ok(stream) = acceptor.accept(sock).await {
+                            converse(stream, s, route).await
                         }
-                        continue;
-                    };
-                    let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
-                    let mut lines = head.split("\r\n");
-                    let path = lines.next().unwrap().split(' ').nth(1).unwrap().to_owned();
-                    let headers = lines
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
-                        .collect();
-                    s.lock().unwrap().push(Seen { path: path.clone(), headers });
-                    if sock.write_all(&route(&path)).await.is_err() {
-                        return;
                     }
                 }
             });
         }
     });
     Server { addr, seen, connections }
+}
+
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    route: Arc<Route>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+        let mut lines = head.split("\r\n");
+        let path = lines.next().unwrap().split(' ').nth(1).unwrap().to_owned();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        seen.lock().unwrap().push(Seen { path: path.clone(), headers });
+        if sock.write_all(&route(&path)).await.is_err() || sock.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A test CA and a server certificate it signed for `san` (openssl's syntax, `IP:127.0.0.1`
+/// say), in a folder of their own that goes with the value. (webpki refuses a self-signed
+/// CA certificate as the server's own, so the two are separate.)
+struct Cert {
+    dir: std::path::PathBuf,
+}
+
+impl Cert {
+    fn new(tag: &str, san: &str) -> Cert {
+        let dir = std::env::temp_dir().join(format!("ferry-fetch-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"))
+            .unwrap();
+        let steps: [&[&str]; 3] = [
+            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ferry-test-ca"]
+                .iter()
+                .chain(&["-keyout", "ca.key", "-out", "ca.pem"])
+                .copied()
+                .collect::<Vec<_>>(),
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=ferry-test",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+            ]
+            .iter()
+            .chain(&["-extfile", "ext.cnf", "-out", "cert.pem"])
+            .copied()
+            .collect::<Vec<_>>(),
+        ];
+        for args in steps {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("the openssl command (.ci/run installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Cert { dir }
+    }
+
+    /// The CA certificate, for `ca_file`.
+    fn pem(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor_for(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// An acceptor that speaks only `versions`.
+    fn acceptor_for(&self, versions: &[&'static rustls::SupportedProtocolVersion]) -> TlsAcceptor {
+        let leaf = self.dir.join("cert.pem");
+        let chain = CertificateDer::pem_file_iter(leaf).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(self.dir.join("key.pem")).unwrap();
+        let cfg =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap();
+        TlsAcceptor::from(Arc::new(cfg))
+    }
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn job(extra: &str) -> Job {
@@ -143,13 +260,14 @@ async fn a_large_body_streams_through_a_capped_read_buffer() {
     assert!(body.len() > 10 * MAX_READ_BUF);
     let served = body.clone().into_bytes();
     let srv = serve(Arc::new(move |_: &str| ok(&served))).await;
-    let client = plain_http::PlainHttp::new(true);
+    let tls = crate::scrape::tls::client_config(None, Path::new("/")).unwrap();
+    let client = DirectHttp::new(true, tls, None);
     let url = format!("http://{}/metrics", srv.addr);
     for _ in 0..2 {
-        let Outcome::Done(resp) = client.get(&url, &HeaderMap::new(), None).await.unwrap() else { panic!() };
+        let resp = client.get(&url, &HeaderMap::new(), None).await.unwrap();
         let mut incoming = resp.into_body();
         let (mut got, mut largest) = (Vec::new(), 0);
-        while let Some(chunk) = plain_http::next_chunk(&mut incoming).await.unwrap() {
+        while let Some(chunk) = direct_http::next_chunk(&mut incoming).await.unwrap() {
             largest = largest.max(chunk.len());
             got.extend_from_slice(&chunk);
         }
@@ -201,18 +319,69 @@ async fn redirects_stop_when_disabled_and_after_ten() {
 }
 
 #[tokio::test]
-async fn a_redirect_to_https_is_handed_on_without_credentials() {
-    let srv = serve(Arc::new(|_: &str| redirect("302 Found", "https://127.0.0.1:1/secure"))).await;
-    let client = plain_http::PlainHttp::new(true);
-    let auth = HeaderValue::from_static("Bearer secret");
-    let url = format!("http://{}/metrics", srv.addr);
-    match client.get(&url, &HeaderMap::new(), Some(&auth)).await.unwrap() {
-        plain_http::Outcome::Elsewhere(next) => assert_eq!(next.as_str(), "https://127.0.0.1:1/secure"),
-        other => panic!("{other:?}"),
+async fn a_redirect_to_https_keeps_the_headers_but_not_the_credentials() {
+    let cert = Cert::new("redirect", "IP:127.0.0.1");
+    let secure = serve_on(Arc::new(|_: &str| ok(b"s 1\n")), Some(cert.acceptor())).await;
+    let to = format!("https://{}/secure", secure.addr);
+    let srv = serve(Arc::new(move |_: &str| redirect("302 Found", &to))).await;
+    let ca = cert.pem().display().to_string();
+    let j = job(&format!("    authorization: {{credentials: secret}}\n    tls_config: {{ca_file: {ca}}}\n"));
+    let r = scrape(&j, &format!("http://{}/metrics", srv.addr)).await.unwrap();
+    assert_eq!(r.body, "s 1\n");
+    assert_eq!(srv.seen.lock().unwrap()[0].header("authorization"), Some("Bearer secret"));
+    let last = secure.seen.lock().unwrap()[0].clone();
+    assert_eq!(last.header("authorization"), None, "another scheme is another origin");
+    assert_eq!(last.header("accept-encoding"), Some("gzip"));
+}
+
+#[tokio::test]
+async fn https_targets_are_verified_against_the_configured_ca_unless_told_not_to() {
+    let cert = Cert::new("verify", "IP:127.0.0.1");
+    let srv = serve_on(Arc::new(|_: &str| ok(b"t 1\n")), Some(cert.acceptor())).await;
+    let url = format!("https://{}/metrics", srv.addr);
+    let ca = cert.pem().display().to_string();
+    let with_ca = job(&format!("    tls_config: {{ca_file: {ca}}}\n"));
+    let f = Fetcher::new(&with_ca.http, Path::new("/")).unwrap();
+    for _ in 0..2 {
+        assert_eq!(f.scrape(&url, &with_ca, Duration::from_secs(5)).await.unwrap().body, "t 1\n");
     }
-    // Through the fetcher, reqwest takes it on and fails to connect, and says where.
-    let e = scrape(&job("    authorization: {credentials: secret}\n"), &url).await.unwrap_err();
-    assert!(e.msg.starts_with("Get \"https://127.0.0.1:1/secure\": "), "{}", e.msg);
+    assert_eq!(srv.connections.load(Ordering::SeqCst), 1, "TLS connections are kept alive too");
+    let e = scrape(&job(""), &url).await.unwrap_err();
+    assert!(e.msg.contains("UnknownIssuer"), "a self-signed certificate is refused by default: {}", e.msg);
+    let insecure = job("    tls_config: {insecure_skip_verify: true}\n");
+    assert_eq!(scrape(&insecure, &url).await.unwrap().body, "t 1\n");
+    let e = Fetcher::new(&job("    tls_config: {ca: not a certificate}\n").http, Path::new("/")).unwrap_err();
+    assert!(e.contains("tls_config.ca"), "{e}");
+}
+
+#[tokio::test]
+async fn server_name_is_the_name_sent_and_verified() {
+    let cert = Cert::new("sni", "DNS:metrics.example");
+    let srv = serve_on(Arc::new(|_: &str| ok(b"n 1\n")), Some(cert.acceptor())).await;
+    let url = format!("https://{}/metrics", srv.addr);
+    let ca = cert.pem().display().to_string();
+    let e = scrape(&job(&format!("    tls_config: {{ca_file: {ca}}}\n")), &url).await.unwrap_err();
+    assert!(e.msg.contains("not valid for name"), "the certificate is not for 127.0.0.1: {}", e.msg);
+    let named = job(&format!("    tls_config: {{ca_file: {ca}, server_name: metrics.example}}\n"));
+    assert_eq!(scrape(&named, &url).await.unwrap().body, "n 1\n");
+}
+
+#[tokio::test]
+async fn tls_versions_are_honoured() {
+    let cert = Cert::new("versions", "IP:127.0.0.1");
+    let ca = cert.pem().display().to_string();
+    let with = |extra: &str| job(&format!("    tls_config: {{ca_file: {ca}{extra}}}\n"));
+    for (server, refused, accepted) in [
+        (&rustls::version::TLS13, ", max_version: TLS12", ", min_version: TLS10"),
+        (&rustls::version::TLS12, ", min_version: TLS13", ", max_version: TLS12"),
+    ] {
+        let srv = serve_on(Arc::new(|_: &str| ok(b"v 1\n")), Some(cert.acceptor_for(&[server]))).await;
+        let url = format!("https://{}/metrics", srv.addr);
+        let e = scrape(&with(refused), &url).await.unwrap_err();
+        assert!(e.msg.contains("Get "), "{refused}: {}", e.msg);
+        assert_eq!(scrape(&with(accepted), &url).await.unwrap().body, "v 1\n", "{accepted}");
+        assert_eq!(scrape(&with(""), &url).await.unwrap().body, "v 1\n");
+    }
 }
 
 #[tokio::test]

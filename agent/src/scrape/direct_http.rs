@@ -1,22 +1,26 @@
-//! [`PlainHttp`]: the scrape path's client for `http://` targets reached directly (no proxy):
-//! hyper-util's pooled HTTP/1.1 client with each connection's read buffer capped, and redirects
+//! [`DirectHttp`]: the scrape path's client for targets reached directly (no proxy), over
+//! HTTP or HTTPS: hyper-util's pooled HTTP/1.1 client with each connection's read buffer
+//! capped, TLS from [`tls`](super::tls) (with `server_name` applied here), and redirects
 //! followed here, with reqwest's rules, since that client follows none.
 //!
 //! Why not reqwest for these: hyper grows a connection's read buffer to fit what it reads, up
 //! to about 400 KiB, and keeps it while the connection idles in the pool until the next scrape.
 //! An agent that scrapes a few hundred targets serving large uncompressed bodies held most of
 //! its heap that way (docs/performance.md), and reqwest does not expose hyper's `max_buf_size`.
-//! HTTPS and proxied targets still go through reqwest; so does a redirect to one.
+//! Proxied targets still go through reqwest.
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::Url;
+use rustls_pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
 
 use super::fetch::error_chain;
 
@@ -32,25 +36,33 @@ pub const MAX_READ_BUF: usize = 16 << 10;
 pub const MAX_REDIRECTS: usize = 10;
 
 #[derive(Debug, Clone)]
-pub struct PlainHttp {
-    client: Client<HttpConnector, Empty<Bytes>>,
+pub struct DirectHttp {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     follow_redirects: bool,
 }
 
-/// Where a GET ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The final response (a redirect too, when redirects are not followed).
-    Done(Response<Incoming>),
-    /// A redirect to a URL this client does not fetch (`https://`): the caller goes on with
-    /// the general client, without credentials, since the scheme and so the origin changed.
-    Elsewhere(Url),
+/// Whether this client fetches `url` (by its scheme).
+pub fn handles(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
-impl PlainHttp {
-    pub fn new(follow_redirects: bool) -> PlainHttp {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+impl DirectHttp {
+    /// `server_name`, when given, is the name every TLS connection sends and verifies,
+    /// whatever host the URL names (`tls_config.server_name`).
+    pub fn new(
+        follow_redirects: bool,
+        tls: ClientConfig,
+        server_name: Option<ServerName<'static>>,
+    ) -> DirectHttp {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let https = match server_name {
+            Some(name) => https.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => https,
+        };
+        let connector = https.enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .http1_max_buf_size(MAX_READ_BUF)
             // Like the reqwest client beside it: two idle connections per target, dropped after
@@ -58,17 +70,18 @@ impl PlainHttp {
             .pool_max_idle_per_host(2)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        PlainHttp { client, follow_redirects }
+        DirectHttp { client, follow_redirects }
     }
 
-    /// GETs `url` (which must be `http://`) with `headers`, plus `auth` as the Authorization
-    /// header for as long as the origin stays the same.
+    /// GETs `url` (`http://` or `https://`) with `headers`, plus `auth` as the Authorization
+    /// header for as long as the origin stays the same. The final response may be a
+    /// redirect, when redirects are not followed.
     pub async fn get(
         &self,
         url: &str,
         headers: &HeaderMap,
         auth: Option<&HeaderValue>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Response<Incoming>, String> {
         let mut current = Url::parse(url).map_err(|e| format!("parsing URL: {e}"))?;
         let mut auth = auth;
         for hop in 0..=MAX_REDIRECTS {
@@ -82,7 +95,7 @@ impl PlainHttp {
             let location = resp.headers().get(LOCATION);
             let Some(location) = location.filter(|_| self.follow_redirects && is_redirect(resp.status()))
             else {
-                return Ok(Outcome::Done(resp));
+                return Ok(resp);
             };
             if hop == MAX_REDIRECTS {
                 return Err(format!("stopped after {MAX_REDIRECTS} redirects"));
@@ -99,8 +112,8 @@ impl PlainHttp {
             if !same_origin {
                 auth = None;
             }
-            if next.scheme() != "http" {
-                return Ok(Outcome::Elsewhere(next));
+            if !handles(next.as_str()) {
+                return Err(format!("redirect to {:?}: only http and https are followed", next.as_str()));
             }
             current = next;
         }
