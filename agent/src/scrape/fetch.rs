@@ -76,7 +76,8 @@ pub struct Fetcher {
     headers: HeaderMap,
 }
 
-fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
+/// `p`, relative to `base` (the config's folder) unless absolute.
+pub(super) fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
     if p.is_absolute() { p.to_owned() } else { base.join(p) }
 }
 

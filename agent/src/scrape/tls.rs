@@ -15,11 +15,8 @@ use tokio_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme, SupportedProtocolVersion,
 };
 
+use super::fetch::resolve;
 use crate::config::TlsConfig;
-
-fn resolve(base: &Path, p: &Path) -> std::path::PathBuf {
-    if p.is_absolute() { p.to_owned() } else { base.join(p) }
-}
 
 /// Inline text, else the file's bytes, else nothing.
 fn read(
