@@ -452,9 +452,9 @@ impl TargetState {
                 fp = self.fingerprint(s.series, s.norm);
             }
             let generation = self.generation;
-            // `fresh`: the labels of a series first seen just now (its definition is due).
-            let (e, fresh) = match self.cache.entry(fp) {
-                hashbrown::hash_map::Entry::Occupied(o) => (o.into_mut(), None),
+            // `fresh`: the labels of a kept series first seen just now (its definition is due).
+            let (e, new, fresh) = match self.cache.entry(fp) {
+                hashbrown::hash_map::Entry::Occupied(o) => (o.into_mut(), false, None),
                 hashbrown::hash_map::Entry::Vacant(v) => {
                     let (id, labels) = match Self::build(&self.public, job, s.series, s.norm, format) {
                         Ok(None) => (DROPPED, None),
@@ -466,10 +466,9 @@ impl TargetState {
                             break;
                         }
                     };
-                    (v.insert(CacheEntry::new(id)), Some(labels))
+                    (v.insert(CacheEntry::new(id)), true, labels)
                 }
             };
-            let new = fresh.is_some();
             let Some(id) = e.series() else { continue };
             counts.post_relabel += 1;
             let explicit = s.timestamp.is_some() && job.honor_timestamps;
@@ -487,7 +486,7 @@ impl TargetState {
                 true
             };
             if !taken {
-                if let Some(Some(labels)) = fresh {
+                if let Some(labels) = fresh {
                     self.pending.insert(id, labels);
                 }
                 continue;
@@ -498,7 +497,7 @@ impl TargetState {
             }
             if !e.announced() {
                 e.announce();
-                if let Some(labels) = fresh.flatten().or_else(|| self.pending.remove(&id)) {
+                if let Some(labels) = fresh.or_else(|| self.pending.remove(&id)) {
                     out.new_series.push(SeriesDef { id, labels });
                 }
             }
