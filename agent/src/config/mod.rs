@@ -264,23 +264,10 @@ fn check_http(ctx: &Ctx<'_>, where_: &str, h: &HttpClient) -> Result<(), ConfigE
             format!("{where_}.tls_config: give each of ca, cert and key inline or as a file, not both"),
         ));
     }
-    if let Some(t) = &h.tls_config {
-        for (field, v) in [("min_version", &t.min_version), ("max_version", &t.max_version)] {
-            if let Some(v) = v
-                && !matches!(v.as_str(), "TLS10" | "TLS11" | "TLS12" | "TLS13")
-            {
-                return Err(ctx.err(
-                    v,
-                    format!("{where_}.tls_config.{field}: unknown TLS version {v:?} (TLS10, TLS11, TLS12 or TLS13)"),
-                ));
-            }
-        }
-        if t.max_version.as_deref().is_some_and(|v| matches!(v, "TLS10" | "TLS11")) {
-            return Err(ctx.err(
-                "max_version",
-                format!("{where_}.tls_config.max_version: TLS 1.2 is the oldest version ferry-agent speaks"),
-            ));
-        }
+    if let Some(t) = &h.tls_config
+        && let Err(e) = crate::scrape::tls::versions(t)
+    {
+        return Err(ctx.err(&e.value, format!("{where_}.tls_config.{}: {}", e.field, e.why)));
     }
     Ok(())
 }

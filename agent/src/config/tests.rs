@@ -117,6 +117,9 @@ fn errors_name_file_line_and_column() {
     assert!(e.msg.contains("unknown TLS version \"TLS14\"") && e.line == 4, "{e}");
     let e = err("scrape_configs:\n  - job_name: a\n    tls_config: {max_version: TLS11}\n");
     assert!(e.msg.contains("TLS 1.2 is the oldest") && e.line == 3, "{e}");
+    let e =
+        err("scrape_configs:\n  - job_name: a\n    tls_config: {min_version: TLS13, max_version: TLS12}\n");
+    assert!(e.msg.contains("min_version: above max_version TLS12") && e.line == 3, "{e}");
     let e = err("remote_write:\n  - url: https://r/w\n    tls_config:\n      server_name: r.example\n");
     assert!(e.msg.contains("server_name is not supported for remote write") && e.line == 4, "{e}");
     let e = err(

@@ -34,34 +34,54 @@ fn read(
     }
 }
 
-/// Prometheus' version names. rustls speaks TLS 1.2 and 1.3 only, so a minimum below 1.2
-/// allows those two, and a maximum below 1.2 cannot be met.
-fn version(name: &str, field: &str) -> Result<u8, String> {
+/// A `min_version` or `max_version` that cannot be met: which field, its value, and why.
+#[derive(Debug)]
+pub struct VersionError {
+    pub field: &'static str,
+    pub value: String,
+    pub why: String,
+}
+
+/// Prometheus' version names, as numbers (12 for TLS 1.2).
+fn version(field: &'static str, name: &str) -> Result<u8, VersionError> {
     match name {
         "TLS10" => Ok(10),
         "TLS11" => Ok(11),
         "TLS12" => Ok(12),
         "TLS13" => Ok(13),
-        _ => Err(format!("tls_config.{field}: unknown TLS version {name:?} (TLS10, TLS11, TLS12 or TLS13)")),
+        _ => Err(VersionError {
+            field,
+            value: name.to_owned(),
+            why: format!("unknown TLS version {name:?} (TLS10, TLS11, TLS12 or TLS13)"),
+        }),
     }
 }
 
-fn versions(tls: &TlsConfig) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
-    let min = tls.min_version.as_deref().map(|v| version(v, "min_version")).transpose()?.unwrap_or(12);
-    let max = tls.max_version.as_deref().map(|v| version(v, "max_version")).transpose()?.unwrap_or(13);
-    let v: Vec<_> = [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
+/// The versions `min_version`..`max_version` allow. rustls speaks TLS 1.2 and 1.3 only, so a
+/// minimum below 1.2 allows those two, and a maximum below 1.2 cannot be met. The config
+/// check calls this too, so a bad pair is reported with its line.
+pub fn versions(tls: &TlsConfig) -> Result<Vec<&'static SupportedProtocolVersion>, VersionError> {
+    let min = tls.min_version.as_deref().map(|v| version("min_version", v)).transpose()?.unwrap_or(12);
+    let max = tls.max_version.as_deref().map(|v| version("max_version", v)).transpose()?.unwrap_or(13);
+    if max < 12 {
+        return Err(VersionError {
+            field: "max_version",
+            value: tls.max_version.clone().unwrap_or_default(),
+            why: "TLS 1.2 is the oldest version ferry-agent speaks".into(),
+        });
+    }
+    if min > max {
+        return Err(VersionError {
+            field: "min_version",
+            value: tls.min_version.clone().unwrap_or_default(),
+            why: format!("above max_version {}", tls.max_version.as_deref().unwrap_or("TLS13")),
+        });
+    }
+    Ok([(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
         .into_iter()
         .filter(|&(n, _)| n >= min && n <= max)
         .map(|(_, v)| v)
-        .collect();
-    if v.is_empty() {
-        return Err(format!(
-            "tls_config: no TLS version between min_version {} and max_version {} is supported (TLS12 and TLS13 are)",
-            tls.min_version.as_deref().unwrap_or("TLS12"),
-            tls.max_version.as_deref().unwrap_or("TLS13")
-        ));
-    }
-    Ok(v)
+        .collect())
 }
 
 /// The client configuration for `tls` (`None`: the defaults, webpki roots and TLS 1.2–1.3).
@@ -70,7 +90,7 @@ pub fn client_config(tls: Option<&TlsConfig>, base: &Path) -> Result<ClientConfi
     let default = TlsConfig::default();
     let tls = tls.unwrap_or(&default);
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions(tls)?)
+        .with_protocol_versions(&versions(tls).map_err(|e| format!("tls_config.{}: {}", e.field, e.why))?)
         .map_err(|e| format!("tls_config: {e}"))?;
     let builder = if tls.insecure_skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
