@@ -11,12 +11,36 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// `v` as a varint in the first bytes of the array, and how many bytes it takes.
+fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let mut b = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+        b[n] = v as u8 | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    b[n] = v as u8;
+    (b, n + 1)
+}
+
+/// Appends the first `len` bytes of `bytes`: one fixed-size copy, then the rest is cut off.
+/// Pushing byte by byte would check the capacity and store the length for every byte, which
+/// made up most of the encoders' instructions.
+fn put_fixed<const N: usize>(out: &mut Vec<u8>, bytes: &[u8; N], len: usize) {
+    debug_assert!(len <= N);
+    let end = out.len() + len;
+    out.extend_from_slice(bytes);
+    out.truncate(end);
+}
+
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else {
+        let (b, n) = varint_bytes(v);
+        put_fixed(out, &b, n);
+    }
 }
 
 fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
@@ -43,15 +67,24 @@ fn sample_len(ts: i64, st: i64) -> usize {
 }
 
 fn put_sample(out: &mut Vec<u8>, field: u32, value: f64, ts: i64, st: i64) {
-    len_field(out, field, sample_len(ts, st));
-    key(out, 1, 1);
-    out.extend_from_slice(&value.to_bits().to_le_bytes());
-    key(out, 2, 0);
-    put_varint(out, ts as u64);
+    // Built in a local array and appended with one copy: key and length take a byte each
+    // (the field is below 16, a sample below 128 bytes), then 9 + 11 + 11 at most.
+    let mut b = [0u8; 33];
+    b[0] = (field << 3 | 2) as u8;
+    b[1] = sample_len(ts, st) as u8;
+    b[2] = 1 << 3 | 1;
+    b[3..11].copy_from_slice(&value.to_bits().to_le_bytes());
+    b[11] = 2 << 3;
+    let (t, tn) = varint_bytes(ts as u64);
+    b[12..22].copy_from_slice(&t);
+    let mut n = 12 + tn;
     if st != 0 {
-        key(out, 3, 0);
-        put_varint(out, st as u64);
+        b[n] = 3 << 3;
+        let (s, sn) = varint_bytes(st as u64);
+        b[n + 1..n + 11].copy_from_slice(&s);
+        n += 1 + sn;
     }
+    put_fixed(out, &b, n);
 }
 
 /// Length of an RW1 `Label { name = 1; value = 2 }`.
@@ -146,20 +179,102 @@ impl std::hash::Hasher for AddressHasher {
     }
 }
 
+/// A label's `[name_ref, value_ref]` as the varints `labels_refs` carries, ready to append
+/// with one copy (two refs of at most 5 bytes each).
+#[derive(Debug, Clone, Copy)]
+struct RefPair {
+    bytes: [u8; 10],
+    len: u8,
+}
+
+impl RefPair {
+    fn new(name: u32, value: u32) -> RefPair {
+        let (n, nl) = varint_bytes(name as u64);
+        let (v, vl) = varint_bytes(value as u64);
+        let mut bytes = [0u8; 10];
+        bytes[..nl].copy_from_slice(&n[..nl]);
+        bytes[nl..nl + vl].copy_from_slice(&v[..vl]);
+        RefPair { bytes, len: (nl + vl) as u8 }
+    }
+}
+
+/// A series' whole `metadata` field (`5: Metadata { type, help_ref, unit_ref }`) as bytes:
+/// key and length one byte each, then at most 2 + 6 + 6.
+#[derive(Debug, Clone, Copy)]
+struct MetaField {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl MetaField {
+    fn new(kind: u64, help: u32, unit: u32) -> MetaField {
+        let mut body = Vec::with_capacity(16);
+        key(&mut body, 1, 0);
+        put_varint(&mut body, kind);
+        key(&mut body, 3, 0);
+        put_varint(&mut body, help as u64);
+        key(&mut body, 4, 0);
+        put_varint(&mut body, unit as u64);
+        let mut bytes = [0u8; 16];
+        bytes[0] = 5 << 3 | 2;
+        bytes[1] = body.len() as u8;
+        bytes[2..2 + body.len()].copy_from_slice(&body);
+        MetaField { bytes, len: 2 + body.len() as u8 }
+    }
+}
+
+/// An RW2 `samples` field whose timestamps are those of the sample before, which is how a
+/// scrape's samples come: everything but the value is kept encoded.
+#[derive(Debug, Default)]
+struct SampleTail {
+    /// The timestamp and start timestamp `bytes` encode.
+    at: Option<(i64, i64)>,
+    /// Key and length of the `Sample`, then its value key; after the value, the timestamp
+    /// fields.
+    head: [u8; 3],
+    bytes: [u8; 22],
+    len: u8,
+}
+
+impl SampleTail {
+    fn put(&mut self, out: &mut Vec<u8>, value: f64, ts: i64, st: i64) {
+        if self.at != Some((ts, st)) {
+            let mut b = Vec::with_capacity(22);
+            key(&mut b, 2, 0);
+            put_varint(&mut b, ts as u64);
+            if st != 0 {
+                key(&mut b, 3, 0);
+                put_varint(&mut b, st as u64);
+            }
+            self.head = [2 << 3 | 2, sample_len(ts, st) as u8, 1 << 3 | 1];
+            self.bytes[..b.len()].copy_from_slice(&b);
+            self.len = b.len() as u8;
+            self.at = Some((ts, st));
+        }
+        let mut b = [0u8; 33];
+        b[..3].copy_from_slice(&self.head);
+        b[3..11].copy_from_slice(&value.to_bits().to_le_bytes());
+        b[11..].copy_from_slice(&self.bytes);
+        put_fixed(out, &b, 11 + self.len as usize);
+    }
+}
+
 /// What an RW2 encoding reuses from request to request: the symbol table, the series bytes
 /// and the labels already symbolised in the current request.
 #[derive(Debug, Default)]
 pub struct Rw2Encoder {
     table: SymbolTable,
     series_buf: Vec<u8>,
-    /// This request's labels by identity: their name and value refs.
-    label_refs: AddressMap,
+    /// The current series' `labels_refs` bytes.
+    refs_buf: Vec<u8>,
+    /// This request's labels by identity: their refs, encoded.
+    label_refs: AddressMap<RefPair>,
     /// This request's family metadata by identity (the queue shares one `FamilyMeta` per
-    /// family): the help and unit refs. Help texts are long to hash.
-    meta_refs: AddressMap,
+    /// family): the field, encoded. Help texts are long to hash.
+    meta_fields: AddressMap<MetaField>,
 }
 
-type AddressMap = hashbrown::HashMap<usize, (u32, u32), std::hash::BuildHasherDefault<AddressHasher>>;
+type AddressMap<V> = hashbrown::HashMap<usize, V, std::hash::BuildHasherDefault<AddressHasher>>;
 
 impl Rw2Encoder {
     pub fn new() -> Rw2Encoder {
@@ -168,43 +283,60 @@ impl Rw2Encoder {
 
     /// An RW2 `Request`: the series first (interning as it goes), then the symbol table.
     pub fn encode(&mut self, p: &Payload, out: &mut Vec<u8>) {
-        let Rw2Encoder { table, series_buf, label_refs, meta_refs } = self;
+        let Rw2Encoder { table, series_buf, refs_buf, label_refs, meta_fields } = self;
         table.reset();
         series_buf.clear();
         label_refs.clear();
-        meta_refs.clear();
-        let mut refs: Vec<u32> = Vec::with_capacity(32);
+        meta_fields.clear();
         // The previous series' labels and refs by position. A scrape lists a family's series
         // together, so the label names, and most values (a histogram's buckets differ only
         // in `le`), are the previous series' at the same position: one compare of interned
         // labels' addresses, where a table lookup would hash and compare their text.
-        let mut prev: Vec<(usize, u32, u32)> = Vec::with_capacity(16);
+        let mut prev: Vec<(usize, RefPair)> = Vec::with_capacity(16);
+        // The name and name ref of the last label symbolised at each position: a new label
+        // usually has the name of the one before it there, and a name compare is cheaper
+        // than symbolising the name again.
+        let mut prev_names: Vec<(&str, u32)> = Vec::with_capacity(16);
+        let mut tail = SampleTail::default();
+        // Likewise the previous series' family.
+        let mut prev_meta: Option<(usize, MetaField)> = None;
         let mut ex_refs: Vec<Vec<u32>> = Vec::new();
         for run in p.runs() {
             let series = &run[0].series;
             let st = run[0].start_timestamp;
-            refs.clear();
+            refs_buf.clear();
             for (i, key) in series.labels.keys().enumerate() {
                 let id = key.id();
-                let (n, v) = match prev.get(i) {
-                    Some(&(p, n, v)) if p == id => (n, v),
+                let pair = match prev.get(i) {
+                    Some(&(p, pair)) if p == id => pair,
                     _ => {
-                        let (n, v) = *label_refs.entry(id).or_insert_with(|| {
+                        let pair = *label_refs.entry(id).or_insert_with(|| {
                             let l = key.label();
-                            (table.symbolize(l.name), table.symbolize(l.value))
+                            let name = match prev_names.get(i) {
+                                Some(&(n, r)) if n == l.name => r,
+                                _ => {
+                                    let r = table.symbolize(l.name);
+                                    if i < prev_names.len() {
+                                        prev_names[i] = (l.name, r);
+                                    } else {
+                                        prev_names.push((l.name, r));
+                                    }
+                                    r
+                                }
+                            };
+                            RefPair::new(name, table.symbolize(l.value))
                         });
                         if i < prev.len() {
-                            prev[i] = (id, n, v);
+                            prev[i] = (id, pair);
                         } else {
-                            prev.push((id, n, v));
+                            prev.push((id, pair));
                         }
-                        (n, v)
+                        pair
                     }
                 };
-                refs.push(n);
-                refs.push(v);
+                put_fixed(refs_buf, &pair.bytes, pair.len as usize);
             }
-            let labels_len = refs_len(&refs);
+            let labels_len = refs_buf.len();
             let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, st))).sum();
             let exemplars = run.iter().flat_map(|s| s.exemplars());
             ex_refs.clear();
@@ -217,19 +349,26 @@ impl Rw2Encoder {
                 ex_refs.push(r);
             }
             let md = series.metadata.as_ref().map(|m| {
-                let (h, u) = *meta_refs
-                    .entry(std::sync::Arc::as_ptr(m) as usize)
-                    .or_insert_with(|| (table.symbolize(&m.1), table.symbolize(&m.2)));
-                (m.0.wire() as u64, h as u64, u as u64)
+                let at = std::sync::Arc::as_ptr(m) as usize;
+                match prev_meta {
+                    Some((p, field)) if p == at => field,
+                    _ => {
+                        let field = *meta_fields.entry(at).or_insert_with(|| {
+                            MetaField::new(m.0.wire() as u64, table.symbolize(&m.1), table.symbolize(&m.2))
+                        });
+                        prev_meta = Some((at, field));
+                        field
+                    }
+                }
             });
-            let md_len = md.map_or(0, |(t, h, u)| {
-                field_len(5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u))
-            });
-            len_field(series_buf, 5, field_len(1, labels_len) + samples_len + ex_len + md_len);
+            let md_len = md.map_or(0, |f| f.len as usize);
+            let body = field_len(1, labels_len) + samples_len + ex_len + md_len;
+            series_buf.reserve(body + 2 * 10);
+            len_field(series_buf, 5, body);
             len_field(series_buf, 1, labels_len);
-            put_refs(series_buf, &refs);
+            series_buf.extend_from_slice(refs_buf);
             for s in run {
-                put_sample(series_buf, 2, s.value, s.timestamp, st);
+                tail.put(series_buf, s.value, s.timestamp, st);
             }
             for (e, r) in exemplars.zip(&ex_refs) {
                 let body = if r.is_empty() { 0 } else { field_len(1, refs_len(r)) } + exemplar_tail_len(e.2);
@@ -243,14 +382,8 @@ impl Rw2Encoder {
                 key(series_buf, 3, 0);
                 put_varint(series_buf, e.2 as u64);
             }
-            if let Some((t, h, u)) = md {
-                len_field(series_buf, 5, 1 + varint_len(t) + 1 + varint_len(h) + 1 + varint_len(u));
-                key(series_buf, 1, 0);
-                put_varint(series_buf, t);
-                key(series_buf, 3, 0);
-                put_varint(series_buf, h);
-                key(series_buf, 4, 0);
-                put_varint(series_buf, u);
+            if let Some(f) = md {
+                put_fixed(series_buf, &f.bytes, f.len as usize);
             }
         }
         out.clear();
@@ -266,6 +399,7 @@ mod tests {
     use std::sync::Arc;
 
     use ferry_protocol::{LabelSet, STALE_NAN, rw1, rw2};
+    use proptest::prelude::*;
     use prost::Message;
 
     use super::*;
@@ -323,6 +457,61 @@ mod tests {
             let ours = rw2::Request::decode(out.as_slice()).unwrap();
             let want = p.rw2(&mut SymbolTable::new());
             assert_eq!(format!("{ours:?}"), format!("{want:?}"));
+        }
+    }
+
+    /// A payload drawn from small pools of names, values, timestamps and families, so that
+    /// series share labels at the same and at other positions, names recur with new values,
+    /// timestamps change between series and runs repeat: every shortcut of the encoder is
+    /// taken and left. Refs past 127 take two-byte varints.
+    fn drawn_payload() -> impl Strategy<Value = Payload> {
+        let series = proptest::collection::btree_map(0..6usize, 0..200usize, 1..6);
+        let sample = (series, 0..4usize, 0..3i64, -2.0..2.0f64, 0..3usize);
+        proptest::collection::vec(sample, 1..80).prop_map(|drawn| {
+            let families: Vec<_> = (0..3)
+                .map(|f| {
+                    Arc::new((MetricType::Counter, format!("help {f}"), if f == 0 { "" } else { "s" }.into()))
+                })
+                .collect();
+            let mut prev: Option<SeriesRef> = None;
+            let samples = drawn
+                .into_iter()
+                .map(|(labels, ts, st, value, family)| {
+                    let mut pairs: Vec<(String, String)> = labels
+                        .iter()
+                        .map(|(n, &v)| (format!("n{n}"), format!("v{}", if v < 120 { v % 5 } else { v })))
+                        .collect();
+                    pairs.push(("__name__".into(), format!("m{}", family)));
+                    let ls =
+                        LabelSet::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))).unwrap();
+                    let md = (family > 0).then(|| families[family].clone());
+                    let series = match &prev {
+                        // Now and then the same series again, which joins its run.
+                        Some(p) if ts == 0 && family == 0 => p.clone(),
+                        _ => SeriesRef::single(SeriesInfo::new(
+                            crate::series_labels::SeriesLabels::from_set(&ls),
+                            md,
+                        )),
+                    };
+                    prev = Some(series.clone());
+                    let mut s = Sample::new(series, 1_700_000_000_000 + ts as i64 * 10_000, value);
+                    s.start_timestamp = st * 1_000_000_007;
+                    s
+                })
+                .collect();
+            Payload { samples, metadata: Vec::new() }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_payload_encodes_as_prost_does(p in drawn_payload()) {
+            let mut enc = Rw2Encoder::new();
+            let mut out = Vec::new();
+            enc.encode(&p, &mut out);
+            let ours = rw2::Request::decode(out.as_slice()).unwrap();
+            let want = p.rw2(&mut SymbolTable::new());
+            prop_assert_eq!(format!("{ours:?}"), format!("{want:?}"));
         }
     }
 }
