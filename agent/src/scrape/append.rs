@@ -12,7 +12,7 @@
 //! n²/2¹²⁹ for n series (below 10⁻²⁸ for a million), and a target cannot aim for a collision
 //! without knowing the seed.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,7 @@ use hashbrown::{HashMap, HashSet};
 
 use super::batch::{BatchExemplar, BatchMetadata, BatchSample, ScrapeBatch, SeriesDef};
 use super::parse::{Entry, Format, MetricType, Norm, Parser, parse_series};
+use super::series_cache::SeriesCache;
 use crate::config::Job;
 use crate::labels::Builder;
 use crate::relabel;
@@ -44,7 +45,7 @@ pub const REPORT_NAMES: [&str; 8] = [
 
 /// A series-cache entry. Scrape generations replace per-scrape sets: `seen` detects a
 /// duplicate line within one scrape, `tracked` says which scrape last counted the series for
-/// staleness, so the hit path is one hash lookup and a few stores.
+/// staleness, so the hit path is one lookup (see `series_cache`) and a few stores.
 ///
 /// The entry holds the series id, not its labels: once the definition went out (the WAL and
 /// the queue keep the labels from there), the scrape path needs only the id. A definition
@@ -89,37 +90,6 @@ impl CacheEntry {
     }
 }
 
-/// A series-cache key: the seeded fingerprint of a raw series text and its normalisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint(u128);
-
-impl Hash for Fingerprint {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0 as u64);
-    }
-}
-
-/// The fingerprint is already a uniform hash; the table uses 64 bits of it as they are.
-#[derive(Debug, Default, Clone, Copy)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `Fingerprint` is hashed with this, through `write_u64`.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ b as u64;
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type SeriesCache = HashMap<Fingerprint, CacheEntry, BuildHasherDefault<PassThrough>>;
-
 /// Scrapes an entry may go unseen before the cache forgets it.
 const EVICT_AFTER: u32 = 20;
 
@@ -143,7 +113,8 @@ pub enum Fetched<'a> {
 /// Per-target state kept across scrapes.
 #[derive(Debug)]
 pub struct TargetState {
-    cache: SeriesCache,
+    /// Keyed by the seeded fingerprint of a raw series text and its normalisation.
+    cache: SeriesCache<CacheEntry>,
     /// Labels of cached series whose definition has not gone out yet: seen, but their
     /// samples were not taken (a future timestamp, the sample limit). Usually empty.
     pending: HashMap<u64, SeriesLabels>,
@@ -201,8 +172,8 @@ impl TargetState {
     }
 
     /// The cache key of a raw series text under a normalisation (which changes its labels).
-    fn fingerprint(&self, raw: &str, norm: Norm) -> Fingerprint {
-        Fingerprint(xxhash_rust::xxh3::xxh3_128_with_seed(raw.as_bytes(), self.seed ^ norm_index(norm)))
+    fn fingerprint(&self, raw: &str, norm: Norm) -> u128 {
+        xxhash_rust::xxh3::xxh3_128_with_seed(raw.as_bytes(), self.seed ^ norm_index(norm))
     }
 
     /// Builds the final labels of a newly seen raw series, or `Ok(None)` if relabeling drops
@@ -360,7 +331,7 @@ impl TargetState {
         // Forget what has not been seen for a while, so churn does not grow the cache.
         if g % 16 == 0 {
             let pending = &mut self.pending;
-            self.cache.retain(|_, e| {
+            self.cache.retain(|e| {
                 let keep = g.saturating_sub(e.seen()) < EVICT_AFTER || e.tracked + 1 >= g;
                 if !keep && !e.announced() {
                     pending.remove(&e.id);
@@ -368,7 +339,9 @@ impl TargetState {
                 keep
             });
         }
-        // Hash order is arbitrary; series-id order (first-seen order) is stable.
+        self.cache.end_scrape();
+        // The cache's order follows the scrapes; series-id order (first-seen order) is
+        // stable.
         out.samples[first_marker..].sort_unstable_by_key(|s| s.series);
         if !self.report_sent {
             out.new_series.extend(self.report.iter().cloned());
@@ -440,7 +413,7 @@ impl TargetState {
             counts.scraped += 1;
             let mut s = s;
             let mut fp = self.fingerprint(s.series, s.norm);
-            if s.guessed && !self.cache.contains_key(&fp) {
+            if s.guessed && !self.cache.contains(fp) {
                 // Not a text that parsed before: the guess does not stand (parse module header).
                 s = match parser.reparse() {
                     Ok(s) => s,
@@ -453,9 +426,9 @@ impl TargetState {
             }
             let generation = self.generation;
             // `fresh`: the labels of a kept series first seen just now (its definition is due).
-            let (e, new, fresh) = match self.cache.entry(fp) {
-                hashbrown::hash_map::Entry::Occupied(o) => (o.into_mut(), false, None),
-                hashbrown::hash_map::Entry::Vacant(v) => {
+            let (at, new, fresh) = match self.cache.find(fp) {
+                Some(at) => (at, false, None),
+                None => {
                     let (id, labels) = match Self::build(&self.public, job, s.series, s.norm, format) {
                         Ok(None) => (DROPPED, None),
                         Ok(Some(ls)) => {
@@ -466,9 +439,10 @@ impl TargetState {
                             break;
                         }
                     };
-                    (v.insert(CacheEntry::new(id)), true, labels)
+                    (self.cache.insert(fp, CacheEntry::new(id)), true, labels)
                 }
             };
+            let e = self.cache.get_mut(at);
             let Some(id) = e.series() else { continue };
             counts.post_relabel += 1;
             let explicit = s.timestamp.is_some() && job.honor_timestamps;

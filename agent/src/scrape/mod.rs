@@ -7,5 +7,6 @@ pub mod fetch;
 pub mod manager;
 pub mod parse;
 pub mod scrape_loop;
+mod series_cache;
 pub mod target;
 pub mod tls;
