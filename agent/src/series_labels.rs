@@ -5,7 +5,7 @@
 //! Series share most of their labels: every series of a container carries the same `pod`,
 //! `namespace`, `image` and `id`, every series of a family the same `__name__`. So a label
 //! (name and value together) is interned once per process, and a series is a shared slice of
-//! pointers to its labels: 8 bytes per label, where the label text written out per series
+//! pointers to its labels: 8 bytes per label (and a 16-byte header), where the label text written out per series
 //! took about 250 bytes for a typical cAdvisor series. Clones share the slice.
 //!
 //! The interner forgets a label when no series holds it any more: each time it has doubled
@@ -19,10 +19,15 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use ferry_protocol::{LabelSet, METRIC_NAME};
 use hashbrown::HashTable;
+use triomphe::ThinArc;
 
 /// A sorted, duplicate-free set of non-empty labels, immutable and cheap to clone.
+///
+/// A thin pointer: the slice's length lives in the allocation (`ThinArc`), so a handle is 8
+/// bytes, where `Arc<[_]>` carries the length beside the pointer in 16. Every active series
+/// has a handle in the WAL's table and one in each endpoint's queue list.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SeriesLabels(Arc<[Arc<Pair>]>);
+pub struct SeriesLabels(ThinArc<(), Arc<Pair>>);
 
 /// One interned label: the name, then the value, in one string.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -117,7 +122,7 @@ impl SeriesLabels {
                 interner.intern(name, value)
             })
             .collect();
-        SeriesLabels(pairs.into())
+        SeriesLabels(ThinArc::from_header_and_iter((), pairs.into_iter()))
     }
 
     pub fn from_set(ls: &LabelSet) -> SeriesLabels {
@@ -126,21 +131,21 @@ impl SeriesLabels {
 
     /// The labels in name order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { pairs: self.0.iter() }
+        Iter { pairs: self.0.slice.iter() }
     }
 
     /// The labels in name order as [`LabelKey`]s: who encodes many series can recognise a
     /// label it has seen without reading its text.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = LabelKey<'_>> {
-        self.0.iter().map(LabelKey)
+        self.0.slice.iter().map(LabelKey)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.slice.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.slice.is_empty()
     }
 
     /// The value of `name`, if present.
@@ -159,7 +164,7 @@ impl SeriesLabels {
 
     /// Whether both are clones of one allocation (not merely equal).
     pub fn shares(&self, other: &SeriesLabels) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.0.ptr() == other.0.ptr()
     }
 }
 
@@ -236,6 +241,13 @@ mod tests {
     }
 
     #[test]
+    fn a_handle_is_one_pointer() {
+        // Held once per series in the WAL's table and in every queue list (issue #9).
+        assert_eq!(std::mem::size_of::<SeriesLabels>(), 8);
+        assert_eq!(std::mem::size_of::<Option<SeriesLabels>>(), 8);
+    }
+
+    #[test]
     fn long_values_round_trip() {
         let long = "v".repeat(70_000);
         let ls = LabelSet::from_pairs([("a", long.as_str()), ("b", "1")]).unwrap();
@@ -257,7 +269,7 @@ mod tests {
         // Names no other test uses: the interner is the whole process'.
         let a = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
         let b = SeriesLabels::from_sorted([("__name__", "intern_test_b"), ("pod", "intern-test-pod")]);
-        assert!(Arc::ptr_eq(&a.0[1], &b.0[1]), "one pod label for both series");
+        assert!(Arc::ptr_eq(&a.0.slice[1], &b.0.slice[1]), "one pod label for both series");
         assert!(!a.shares(&b));
         let a2 = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
         assert_eq!(a, a2);

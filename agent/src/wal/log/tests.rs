@@ -395,3 +395,9 @@ fn steady_batches_skip_lookups_but_every_segment_still_states_its_series() {
         assert!(!read_all(&wal, *at).is_empty(), "{at:?}");
     }
 }
+
+#[test]
+fn known_is_16_bytes() {
+    // One slot per active series (issue #9): labels handle and two u32s, no padding.
+    assert_eq!(std::mem::size_of::<Option<super::Known>>(), 16);
+}
