@@ -30,15 +30,8 @@ const TARGETS: usize = 200;
 const SERIES: usize = 2500;
 
 fn payloads() -> Vec<Payload> {
-    let job = Config::parse(
-        "scrape_configs: [{job_name: bench, scrape_interval: 10s}]",
-        Path::new("bench.yaml"),
-        false,
-        |_| None,
-    )
-    .unwrap()
-    .jobs
-    .remove(0);
+    let yaml = "scrape_configs: [{job_name: bench, scrape_interval: 10s}]";
+    let job = Config::parse(yaml, Path::new("bench.yaml"), false, |_| None).unwrap().jobs.remove(0);
     let ids = Arc::new(AtomicU64::new(1));
     let mut out = Vec::new();
     let mut body = String::new();
