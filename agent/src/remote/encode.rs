@@ -24,14 +24,16 @@ pub type FamilyMeta = Arc<(MetricType, String, String)>;
 pub struct SeriesInfo {
     pub labels: SeriesLabels,
     pub metadata: Option<FamilyMeta>,
-    /// An OpenMetrics `<family>_created` series (see [`apply_created`]).
-    pub created: bool,
 }
 
 impl SeriesInfo {
     pub fn new(labels: SeriesLabels, metadata: Option<FamilyMeta>) -> SeriesInfo {
-        let created = labels.metric_name().is_some_and(|n| n.ends_with("_created"));
-        SeriesInfo { labels, metadata, created }
+        SeriesInfo { labels, metadata }
+    }
+
+    /// An OpenMetrics `<family>_created` series (see [`apply_created`]).
+    pub fn is_created(&self) -> bool {
+        self.labels.metric_name().is_some_and(|n| n.ends_with("_created"))
     }
 }
 
@@ -39,7 +41,8 @@ impl SeriesInfo {
 /// (`None`: dropped by `write_relabel_configs`).
 ///
 /// One shared allocation per target, not one per series: a per-series `Arc<SeriesInfo>`
-/// cost 64 bytes of heap and an 8-byte pointer for each of the agent's series, this 32.
+/// cost 64 bytes of heap and an 8-byte pointer for each of the agent's series, this 16 (see
+/// `a_list_entry_is_two_pointers`).
 pub type SeriesList = Arc<[Option<SeriesInfo>]>;
 
 /// A sample's series: a position in its target's [`SeriesList`] that holds a series.
@@ -265,6 +268,12 @@ mod tests {
     fn info(pairs: &[(&str, &str)], metadata: Option<FamilyMeta>) -> SeriesRef {
         let labels = SeriesLabels::from_set(&LabelSet::from_pairs(pairs.iter().copied()).unwrap());
         SeriesRef::single(SeriesInfo::new(labels, metadata))
+    }
+
+    #[test]
+    fn a_list_entry_is_two_pointers() {
+        // One entry per active series in every endpoint's lists (issue #9).
+        assert_eq!(std::mem::size_of::<Option<SeriesInfo>>(), 16);
     }
 
     #[test]

@@ -215,6 +215,9 @@ async fn deliver(
 struct TargetSeries {
     ids: Vec<u64>,
     infos: SeriesList,
+    /// Whether `infos` hold an OpenMetrics `_created` series, whose values become start
+    /// timestamps; asked once per record instead of kept per series.
+    created: bool,
     /// The metadata generation `infos` were resolved at.
     generation: u64,
     used: Option<Instant>,
@@ -340,6 +343,7 @@ impl Series {
             new_infos.push(info);
         }
         t.ids = new_ids;
+        t.created = new_infos.iter().flatten().any(SeriesInfo::is_created);
         t.infos = SeriesList::from(new_infos);
         for (i, s) in placed {
             keep(&t.infos, i, s);
@@ -349,6 +353,11 @@ impl Series {
         dropped.unresolved += unresolved as u64;
         dropped.relabel += (samples.len() - out.len() - unresolved) as u64;
         out
+    }
+
+    /// Whether the samples `resolve` last gave for `target` include `_created` series.
+    fn has_created(&self, target: u64) -> bool {
+        self.targets.get(&target).is_some_and(|t| t.created)
     }
 
     /// Forgets targets that sent nothing for `idle` (gone from discovery): they rebuild
@@ -538,7 +547,7 @@ pub async fn run(
         );
         metrics.dropped_relabel.fetch_add(dropped.relabel, Relaxed);
         metrics.dropped_unresolved.fetch_add(dropped.unresolved, Relaxed);
-        let created = samples.iter().any(|s| s.series.created);
+        let created = series.has_created(entry.batch.target);
         if want_ids {
             // A scrape has one sample per series, so an exemplar belongs to the first (only)
             // sample of its series.
@@ -630,14 +639,14 @@ mod tests {
         BatchSample { series: id, timestamp: 1, value: id as f64 }
     }
 
-    /// A WAL reader that knows series 1..=4 (`m`, `m`, `dropme`, `m`).
+    /// A WAL reader that knows series 1..=4 (`m`, `m`, `dropme`, `m_created`).
     fn reader(dir: &std::path::Path) -> (Arc<Wal>, crate::wal::Reader) {
         let (wal, _) = Wal::open(
             dir,
             Options { sync_interval: Duration::ZERO, max_size: 1 << 30, segment_size: 1 << 20 },
         )
         .unwrap();
-        let defs = [(1, "m"), (2, "m"), (3, "dropme"), (4, "m")]
+        let defs = [(1, "m"), (2, "m"), (3, "dropme"), (4, "m_created")]
             .map(|(id, name)| SeriesDef { id, labels: labels(name, id) })
             .to_vec();
         let samples = (1..=4).map(sample).collect();
@@ -669,6 +678,7 @@ mod tests {
         let first = resolve(&mut series, &[1, 2, 3], &mut dropped);
         assert_eq!(first.len(), 2, "series 3 is dropped by write_relabel");
         assert_eq!(dropped.relabel, 1);
+        assert!(!series.has_created(9), "no _created series yet");
         // The same series again: the same shared series info, found by position.
         let again = resolve(&mut series, &[1, 2, 3], &mut dropped);
         assert!(first[0].series.same(&again[0].series) && first[1].series.same(&again[1].series));
@@ -679,6 +689,7 @@ mod tests {
         assert_eq!(dropped.unresolved, 1);
         assert!(first[1].series.labels.shares(&changed[2].series.labels), "series 2 moved but is reused");
         assert_eq!(changed[1].series.labels.get("i"), Some("4"));
+        assert!(series.has_created(9), "series 4 is m_created: its values are start timestamps");
         // Metadata for family m arrives: the target's series pick it up.
         series.learn_metadata(&BatchMetadata {
             metric_family: "m".into(),
@@ -688,6 +699,9 @@ mod tests {
         });
         let with_md = resolve(&mut series, &[1, 4, 2], &mut dropped);
         assert!(with_md.iter().all(|s| s.series.metadata.as_ref().is_some_and(|m| m.1 == "help")));
+        assert!(series.has_created(9));
+        resolve(&mut series, &[1, 2], &mut dropped);
+        assert!(!series.has_created(9), "the _created series is gone from the record");
         series.forget_idle(Duration::ZERO);
         assert!(series.targets.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
