@@ -5,8 +5,9 @@
 //! Series share most of their labels: every series of a container carries the same `pod`,
 //! `namespace`, `image` and `id`, every series of a family the same `__name__`. So a label
 //! (name and value together) is interned once per process, and a series is a shared slice of
-//! pointers to its labels: 8 bytes per label (and a 16-byte header), where the label text written out per series
-//! took about 250 bytes for a typical cAdvisor series. Clones share the slice.
+//! pointers to its labels: 8 bytes per label and a 16-byte header, where the label text
+//! written out per series took about 250 bytes for a typical cAdvisor series. Clones share
+//! the slice.
 //!
 //! The interner forgets a label when no series holds it any more: each time it has doubled
 //! since the last sweep, it drops the labels only it still points to. A dropped label that

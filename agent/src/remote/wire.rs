@@ -66,27 +66,6 @@ fn sample_len(ts: i64, st: i64) -> usize {
     9 + 1 + varint_len(ts as u64) + if st != 0 { 1 + varint_len(st as u64) } else { 0 }
 }
 
-fn put_sample(out: &mut Vec<u8>, field: u32, value: f64, ts: i64, st: i64) {
-    // Built in a local array and appended with one copy: key and length take a byte each
-    // (the field is below 16, a sample below 128 bytes), then 9 + 11 + 11 at most.
-    let mut b = [0u8; 33];
-    b[0] = (field << 3 | 2) as u8;
-    b[1] = sample_len(ts, st) as u8;
-    b[2] = 1 << 3 | 1;
-    b[3..11].copy_from_slice(&value.to_bits().to_le_bytes());
-    b[11] = 2 << 3;
-    let (t, tn) = varint_bytes(ts as u64);
-    b[12..22].copy_from_slice(&t);
-    let mut n = 12 + tn;
-    if st != 0 {
-        b[n] = 3 << 3;
-        let (s, sn) = varint_bytes(st as u64);
-        b[n + 1..n + 11].copy_from_slice(&s);
-        n += 1 + sn;
-    }
-    put_fixed(out, &b, n);
-}
-
 /// Length of an RW1 `Label { name = 1; value = 2 }`.
 fn label_len(name: &str, value: &str) -> usize {
     field_len(1, name.len()) + field_len(2, value.len())
@@ -100,6 +79,7 @@ fn exemplar_tail_len(ts: i64) -> usize {
 /// An RW1 `WriteRequest`.
 pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
     out.clear();
+    let mut tail = SampleTail::default();
     for run in p.runs() {
         let labels = &run[0].series.labels;
         let labels_len: usize = labels.iter().map(|l| field_len(1, label_len(l.name, l.value))).sum();
@@ -117,7 +97,7 @@ pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
             bytes_field(out, 2, l.value.as_bytes());
         }
         for s in run {
-            put_sample(out, 2, s.value, s.timestamp, 0);
+            tail.put(out, s.value, s.timestamp, 0);
         }
         for e in exemplars {
             len_field(out, 3, ex_len(e));
@@ -179,6 +159,17 @@ impl std::hash::Hasher for AddressHasher {
     }
 }
 
+/// Sets `v[i]`, growing `v` to it with copies of `x`. Every entry of the encoder's
+/// per-position lists is a fact that holds wherever it sits (a label and its refs, a name
+/// and its ref), so the filler is as true as the entry.
+fn set_at<T: Copy>(v: &mut Vec<T>, i: usize, x: T) {
+    if i < v.len() {
+        v[i] = x;
+    } else {
+        v.resize(i + 1, x);
+    }
+}
+
 /// A label's `[name_ref, value_ref]` as the varints `labels_refs` carries, ready to append
 /// with one copy (two refs of at most 5 bytes each).
 #[derive(Debug, Clone, Copy)]
@@ -223,8 +214,10 @@ impl MetaField {
     }
 }
 
-/// An RW2 `samples` field whose timestamps are those of the sample before, which is how a
-/// scrape's samples come: everything but the value is kept encoded.
+/// A `samples` field (field 2 of a `TimeSeries` in RW1 and RW2 alike; RW1 has no start
+/// timestamp, so passes 0) whose timestamps are those of the sample before, which is how a
+/// scrape's samples come: everything but the value is kept encoded. The key and length take
+/// a byte each (a sample is below 128 bytes), then 9 + 11 + 11 at most.
 #[derive(Debug, Default)]
 struct SampleTail {
     /// The timestamp and start timestamp `bytes` encode.
@@ -316,21 +309,13 @@ impl Rw2Encoder {
                                 Some(&(n, r)) if n == l.name => r,
                                 _ => {
                                     let r = table.symbolize(l.name);
-                                    if i < prev_names.len() {
-                                        prev_names[i] = (l.name, r);
-                                    } else {
-                                        prev_names.push((l.name, r));
-                                    }
+                                    set_at(&mut prev_names, i, (l.name, r));
                                     r
                                 }
                             };
                             RefPair::new(name, table.symbolize(l.value))
                         });
-                        if i < prev.len() {
-                            prev[i] = (id, pair);
-                        } else {
-                            prev.push((id, pair));
-                        }
+                        set_at(&mut prev, i, (id, pair));
                         pair
                     }
                 };
