@@ -16,8 +16,9 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 
+use arcstr::ArcStr;
 use ferry_protocol::{LabelSet, METRIC_NAME};
 use hashbrown::HashTable;
 use triomphe::ThinArc;
@@ -28,21 +29,77 @@ use triomphe::ThinArc;
 /// bytes, where `Arc<[_]>` carries the length beside the pointer in 16. Every active series
 /// has a handle in the WAL's table and one in each endpoint's queue list.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SeriesLabels(ThinArc<(), Arc<Pair>>);
+pub struct SeriesLabels(ThinArc<(), Pair>);
 
-/// One interned label: the name, then the value, in one string.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Pair {
-    name_len: u32,
-    text: Box<str>,
+/// One interned label in one allocation: `arcstr`'s thin `Arc` holds the count, the length
+/// and the text together, where an `Arc` of a struct with a `Box<str>` took two allocations
+/// (a 48-byte block, then the text) and, for a reader, two dependent loads. The RW2 encoder
+/// reads a label's text the first time a request uses it, a cache miss at 500k series, so the
+/// second load was a second miss.
+///
+/// The text is the name's length as one `char` (see [`length_char`]), then the name, then
+/// the value. A name under 128 bytes, which is every name seen in practice, costs one byte.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Pair(ArcStr);
+
+/// Names of this many bytes or more store their length in decimal after this marker (and a
+/// `:` after the digits), since a `char` cannot count that high.
+const LONG_NAME: char = char::MAX;
+
+/// The `char` that stands for a name length, or `None` when the length needs the long form.
+/// Lengths from 0xD800 on are shifted past the surrogates, which are not `char`s.
+fn length_char(len: usize) -> Option<char> {
+    let code = if len < 0xD800 { len } else { len + 0x800 };
+    u32::try_from(code).ok().and_then(char::from_u32).filter(|&c| c != LONG_NAME)
 }
 
 impl Pair {
-    fn name(&self) -> &str {
-        &self.text[..self.name_len as usize]
+    fn new(name: &str, value: &str) -> Pair {
+        let mut text = String::with_capacity(1 + name.len() + value.len());
+        match length_char(name.len()) {
+            Some(c) => text.push(c),
+            None => {
+                text.push(LONG_NAME);
+                text.push_str(&name.len().to_string());
+                text.push(':');
+            }
+        }
+        text.push_str(name);
+        text.push_str(value);
+        Pair(ArcStr::from(text))
     }
-    fn value(&self) -> &str {
-        &self.text[self.name_len as usize..]
+
+    /// The name and the value.
+    fn split(&self) -> (&str, &str) {
+        let text: &str = &self.0;
+        let first = text.as_bytes()[0];
+        let (start, len) = if first < 0x80 { (1, first as usize) } else { Pair::long_prefix(text) };
+        let (name, value) = text[start..].split_at(len);
+        (name, value)
+    }
+
+    /// Where the name starts and its length, for a prefix of more than one byte.
+    #[cold]
+    fn long_prefix(text: &str) -> (usize, usize) {
+        let c = text.chars().next().expect("a label's text starts with its name length");
+        let start = c.len_utf8();
+        if c != LONG_NAME {
+            let code = c as usize;
+            return (start, if code < 0xD800 { code } else { code - 0x800 });
+        }
+        let digits = text[start..].find(':').expect("a long name length ends with ':'");
+        let len = text[start..start + digits].parse().expect("a long name length is decimal");
+        (start + digits + 1, len)
+    }
+
+    /// The address that identifies this label while it is held (see [`LabelKey::id`]).
+    fn address(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    /// How many holders share it; the interner's table is one.
+    fn holders(&self) -> usize {
+        ArcStr::strong_count(&self.0).unwrap_or(usize::MAX)
     }
 }
 
@@ -58,22 +115,23 @@ pub struct LabelRef<'a> {
 /// holds it). The interner keeps one copy of each label in use, so equal labels usually have
 /// one id, but the text is what decides equality.
 #[derive(Debug, Clone, Copy)]
-pub struct LabelKey<'a>(&'a Arc<Pair>);
+pub struct LabelKey<'a>(&'a Pair);
 
 impl<'a> LabelKey<'a> {
     pub fn id(self) -> usize {
-        Arc::as_ptr(self.0) as usize
+        self.0.address()
     }
 
     pub fn label(self) -> LabelRef<'a> {
-        LabelRef { name: self.0.name(), value: self.0.value() }
+        let (name, value) = self.0.split();
+        LabelRef { name, value }
     }
 }
 
 /// The process' labels. The lock is taken once per label of a *new* series (the series cache
 /// spares known ones), so it is not on the per-sample path.
 struct Interner {
-    table: HashTable<Arc<Pair>>,
+    table: HashTable<Pair>,
     hasher: hashbrown::DefaultHashBuilder,
     /// The size at which the next sweep runs.
     sweep_at: usize,
@@ -87,26 +145,26 @@ static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
 });
 
 impl Interner {
-    fn intern(&mut self, name: &str, value: &str) -> Arc<Pair> {
+    fn intern(&mut self, name: &str, value: &str) -> Pair {
         let hash = self.hasher.hash_one((name, value));
-        let found = self.table.find(hash, |p| p.name() == name && p.value() == value);
+        let found = self.table.find(hash, |p| p.split() == (name, value));
         if let Some(p) = found {
             return p.clone();
         }
         if self.table.len() >= self.sweep_at {
             self.sweep();
         }
-        let pair = Arc::new(Pair { name_len: name.len() as u32, text: [name, value].concat().into() });
+        let pair = Pair::new(name, value);
         let hasher = &self.hasher;
-        self.table.insert_unique(hash, pair.clone(), |p| hasher.hash_one((p.name(), p.value())));
+        self.table.insert_unique(hash, pair.clone(), |p| hasher.hash_one(p.split()));
         pair
     }
 
     /// Drops the labels no series holds. Nothing else can reach a label whose only holder
     /// is the table, and the table is locked, so a count of one cannot grow meanwhile.
     fn sweep(&mut self) {
-        self.table.retain(|p| Arc::strong_count(p) > 1);
-        self.table.shrink_to_fit(|p| self.hasher.hash_one((p.name(), p.value())));
+        self.table.retain(|p| p.holders() > 1);
+        self.table.shrink_to_fit(|p| self.hasher.hash_one(p.split()));
         self.sweep_at = (2 * self.table.len()).max(MIN_SWEEP_AT);
     }
 }
@@ -116,7 +174,7 @@ impl SeriesLabels {
     /// `LabelSet`'s invariants).
     pub fn from_sorted<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> SeriesLabels {
         let mut interner = INTERNER.lock().unwrap_or_else(|e| e.into_inner());
-        let pairs: Vec<Arc<Pair>> = labels
+        let pairs: Vec<Pair> = labels
             .into_iter()
             .map(|(name, value)| {
                 debug_assert!(!name.is_empty() && !value.is_empty());
@@ -178,14 +236,17 @@ impl From<&LabelSet> for SeriesLabels {
 /// Iterator over a [`SeriesLabels`].
 #[derive(Debug, Clone)]
 pub struct Iter<'a> {
-    pairs: std::slice::Iter<'a, Arc<Pair>>,
+    pairs: std::slice::Iter<'a, Pair>,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = LabelRef<'a>;
 
     fn next(&mut self) -> Option<LabelRef<'a>> {
-        self.pairs.next().map(|p| LabelRef { name: p.name(), value: p.value() })
+        self.pairs.next().map(|p| {
+            let (name, value) = p.split();
+            LabelRef { name, value }
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -249,6 +310,23 @@ mod tests {
     }
 
     #[test]
+    fn names_of_every_length_class_round_trip() {
+        // One-byte length prefix, multi-byte chars on both sides of the surrogate gap, and
+        // the decimal form past the last char; values that start with digits and ':' too.
+        for len in [1, 127, 128, 0xD7FF, 0xD800, 0x10F7FE, 0x10F7FF, 0x110000] {
+            let name = "n".repeat(len);
+            for value in ["v", "12:x", "\u{e9}"] {
+                let ls = LabelSet::from_pairs([(name.as_str(), value), ("z", "1")]).unwrap();
+                let s = SeriesLabels::from_set(&ls);
+                assert_eq!(s.to_label_set(), ls, "name of {len} bytes");
+                assert_eq!(s.get(&name), Some(value));
+            }
+        }
+        assert_eq!(length_char(0x10F7FF), None);
+        assert_eq!(length_char(0xD800), Some('\u{E000}'));
+    }
+
+    #[test]
     fn long_values_round_trip() {
         let long = "v".repeat(70_000);
         let ls = LabelSet::from_pairs([("a", long.as_str()), ("b", "1")]).unwrap();
@@ -262,7 +340,7 @@ mod tests {
             i.sweep();
         }
         let hash = i.hasher.hash_one((name, value));
-        i.table.find(hash, |p| p.name() == name && p.value() == value).is_some()
+        i.table.find(hash, |p| p.split() == (name, value)).is_some()
     }
 
     #[test]
@@ -270,7 +348,7 @@ mod tests {
         // Names no other test uses: the interner is the whole process'.
         let a = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
         let b = SeriesLabels::from_sorted([("__name__", "intern_test_b"), ("pod", "intern-test-pod")]);
-        assert!(Arc::ptr_eq(&a.0.slice[1], &b.0.slice[1]), "one pod label for both series");
+        assert_eq!(a.0.slice[1].address(), b.0.slice[1].address(), "one pod label for both series");
         assert!(!a.shares(&b));
         let a2 = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
         assert_eq!(a, a2);
