@@ -409,10 +409,13 @@ async fn consume(
             let _ = out.flush();
         }
         if let Some(w) = &wal {
-            // A full channel means the disk is slower than scraping: wait (blocking the
-            // consumer thread briefly) rather than lose the batch.
-            let w = w.clone();
-            let _ = tokio::task::spawn_blocking(move || w.send(b).is_ok()).await;
+            // Usually the channel has room. A full one means the disk is slower than
+            // scraping: wait on a blocking thread rather than lose the batch. (Always going
+            // through spawn_blocking woke a pool thread for every scrape.)
+            if let Err(std::sync::mpsc::TrySendError::Full(b)) = w.try_send(b) {
+                let w = w.clone();
+                let _ = tokio::task::spawn_blocking(move || w.send(b).is_ok()).await;
+            }
         }
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod encode;
+pub mod id_runs;
 pub mod queue;
 pub mod wire;

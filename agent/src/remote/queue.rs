@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::client::{self, Outcome};
 use super::encode::{FamilyMeta, Payload, Sample, SeriesInfo, SeriesList, SeriesRef, family_candidates};
+use super::id_runs::IdRuns;
 use crate::config::RemoteWrite;
 use crate::labels::Builder;
 use crate::relabel;
@@ -213,7 +214,7 @@ async fn deliver(
 /// the same order, so a record is matched position by position, with no map probe per sample.
 #[derive(Default)]
 struct TargetSeries {
-    ids: Vec<u64>,
+    ids: IdRuns,
     infos: SeriesList,
     /// Whether `infos` hold an OpenMetrics `_created` series, whose values become start
     /// timestamps; asked once per record instead of kept per series.
@@ -284,9 +285,7 @@ impl Series {
                 }
             }
         };
-        let steady = t.generation == *generation
-            && t.ids.len() == samples.len()
-            && t.ids.iter().zip(samples).all(|(&id, s)| id == s.series);
+        let steady = t.generation == *generation && t.ids.matches(samples.iter().map(|s| s.series));
         if steady {
             for (i, s) in samples.iter().enumerate() {
                 keep(&t.infos, i, s);
@@ -296,9 +295,9 @@ impl Series {
         }
         // The series set, its order or some metadata changed: rebuild this target's list,
         // reusing what is known and resolving only new series.
-        let old: hashbrown::HashMap<u64, usize> = t.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let old: hashbrown::HashMap<u64, usize> = t.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         let stale_metadata = t.generation != *generation;
-        let mut new_ids = Vec::with_capacity(samples.len());
+        let mut new_ids = IdRuns::default();
         let mut new_infos = Vec::with_capacity(samples.len());
         // The record's samples with their place in the new list; unresolved ones have none.
         let mut placed = Vec::with_capacity(samples.len());
@@ -342,6 +341,7 @@ impl Series {
             new_ids.push(s.series);
             new_infos.push(info);
         }
+        new_ids.shrink_to_fit();
         t.ids = new_ids;
         t.created = new_infos.iter().flatten().any(SeriesInfo::is_created);
         t.infos = SeriesList::from(new_infos);
