@@ -43,55 +43,97 @@ pub const REPORT_NAMES: [&str; 8] = [
     "scrape_body_size_bytes",
 ];
 
-/// A series-cache entry. Scrape generations replace per-scrape sets: `seen` detects a
-/// duplicate line within one scrape, `tracked` says which scrape last counted the series for
-/// staleness, so the hit path is one lookup (see `series_cache`) and a few stores.
+/// A series-cache entry, in 8 bytes: the series id and a few flags about the latest scrapes.
+/// Flags replace per-scrape sets: "seen" detects a duplicate line within one scrape,
+/// "tracked" (this scrape and the one before) says which series get stale markers, so the hit
+/// path is one lookup (see `series_cache`) and a few bit operations. After each scrape one
+/// pass over the entries ([`CacheEntry::age`]) writes the markers and moves the flags on,
+/// which is why none of them holds a generation number: relative state needs no wrapping
+/// arithmetic, and a slot with its 16-byte key is 24 bytes, where id, two generations and
+/// the key took 32.
 ///
 /// The entry holds the series id, not its labels: once the definition went out (the WAL and
 /// the queue keep the labels from there), the scrape path needs only the id. A definition
-/// still to announce waits in [`TargetState::pending`]. With the 16-byte key a table slot is
-/// 32 bytes, where id and labels took 48.
+/// still to announce waits in [`TargetState::pending`].
 ///
-/// Whether the definition went out is bit 31 of `seen` rather than a field of its own.
-/// (Generations reach bit 31 after 2³¹ scrapes, 68 years at one a second.)
+/// Bits 0–47 are the id (ids count up from 1; 2⁴⁸ of them is 178 years at 50,000 new series
+/// a second), then the flags, then how many scrapes in a row missed the series.
 #[derive(Debug, Clone)]
-struct CacheEntry {
-    /// The series id, or [`DROPPED`]: metric relabeling drops this series.
-    id: u64,
-    seen: u32,
-    tracked: u32,
-}
+struct CacheEntry(u64);
 
-const ANNOUNCED: u32 = 1 << 31;
+const ID_BITS: u32 = 48;
+const ID_MASK: u64 = (1 << ID_BITS) - 1;
+/// The definition went out.
+const ANNOUNCED: u64 = 1 << 48;
+/// The current scrape listed the series.
+const SEEN: u64 = 1 << 49;
+/// The current scrape took a sample for it (the staleness tracking of reference §3.4).
+const TRACKED: u64 = 1 << 50;
+/// The previous scrape did.
+const TRACKED_BEFORE: u64 = 1 << 51;
+const UNSEEN_SHIFT: u32 = 52;
+/// Scrapes in a row that did not list the series, saturating here.
+const UNSEEN_MAX: u64 = 63;
 
-/// The id of a cached series that metric relabeling drops (ids count up from 1).
-const DROPPED: u64 = u64::MAX;
+/// The id of a cached series that metric relabeling drops.
+const DROPPED: u64 = ID_MASK;
 
 impl CacheEntry {
     fn new(id: u64) -> CacheEntry {
-        CacheEntry { id, seen: 0, tracked: 0 }
+        // An id this large is 178 years away; stopping beats mixing two series up.
+        assert!(id < DROPPED, "series id {id} does not fit the cache's 48 bits");
+        CacheEntry(id)
+    }
+    fn dropped() -> CacheEntry {
+        CacheEntry(DROPPED)
     }
     /// The series' id, unless relabeling drops it.
     fn series(&self) -> Option<u64> {
-        (self.id != DROPPED).then_some(self.id)
+        let id = self.0 & ID_MASK;
+        (id != DROPPED).then_some(id)
     }
-    /// The generation that last saw this series.
-    fn seen(&self) -> u32 {
-        self.seen & !ANNOUNCED
+    /// The raw id, [`DROPPED`] included.
+    fn id(&self) -> u64 {
+        self.0 & ID_MASK
     }
-    fn set_seen(&mut self, generation: u32) {
-        self.seen = (self.seen & ANNOUNCED) | generation;
+    /// Whether the current scrape listed it already.
+    fn seen_now(&self) -> bool {
+        self.0 & SEEN != 0
+    }
+    fn set_seen(&mut self) {
+        self.0 = (self.0 | SEEN) & !(UNSEEN_MAX << UNSEEN_SHIFT);
+    }
+    /// Scrapes in a row, up to the last one closed, that did not list it.
+    fn unseen(&self) -> u64 {
+        self.0 >> UNSEEN_SHIFT
+    }
+    fn set_tracked(&mut self) {
+        self.0 |= TRACKED;
+    }
+    /// Whether the last closed scrape took a sample for it.
+    fn tracked_last(&self) -> bool {
+        self.0 & TRACKED_BEFORE != 0
     }
     fn announced(&self) -> bool {
-        self.seen & ANNOUNCED != 0
+        self.0 & ANNOUNCED != 0
     }
     fn announce(&mut self) {
-        self.seen |= ANNOUNCED;
+        self.0 |= ANNOUNCED;
+    }
+    /// Closes the current scrape for this entry: whether it needs a stale marker (tracked by
+    /// the previous scrape, not by this one), then the flags move on to the next scrape.
+    fn age(&mut self) -> bool {
+        let stale = self.0 & (TRACKED | TRACKED_BEFORE) == TRACKED_BEFORE;
+        let unseen = if self.seen_now() { 0 } else { (self.unseen() + 1).min(UNSEEN_MAX) };
+        let tracked_before = if self.0 & TRACKED != 0 { TRACKED_BEFORE } else { 0 };
+        self.0 = (self.0 & (ID_MASK | ANNOUNCED)) | tracked_before | (unseen << UNSEEN_SHIFT);
+        stale
     }
 }
 
 /// Scrapes an entry may go unseen before the cache forgets it.
-const EVICT_AFTER: u32 = 20;
+const EVICT_AFTER: u64 = 20;
+const _: () = assert!(UNSEEN_MAX >= EVICT_AFTER, "a saturated count must still mean evict");
 
 /// Counts for the report series.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -321,20 +363,23 @@ impl TargetState {
             out.error = Some(e.clone());
         }
         // Stale markers for series tracked by the previous scrape and not by this one.
-        let (g, prev) = (self.generation, self.generation - 1);
+        let g = self.generation;
         let first_marker = out.samples.len();
-        for e in self.cache.values() {
-            if let (Some(id), true) = (e.series(), e.tracked == prev) {
+        for e in self.cache.values_mut() {
+            if e.age()
+                && let Some(id) = e.series()
+            {
                 out.samples.push(BatchSample { series: id, timestamp: ts, value: STALE_NAN });
             }
         }
-        // Forget what has not been seen for a while, so churn does not grow the cache.
-        if g % 16 == 0 {
+        // Forget what has not been seen for a while, so churn does not grow the cache. (A
+        // series tracked by this scrape or the last was seen by it, so it stays.)
+        if g.is_multiple_of(16) {
             let pending = &mut self.pending;
             self.cache.retain(|e| {
-                let keep = g.saturating_sub(e.seen()) < EVICT_AFTER || e.tracked + 1 >= g;
+                let keep = e.unseen() < EVICT_AFTER;
                 if !keep && !e.announced() {
-                    pending.remove(&e.id);
+                    pending.remove(&e.id());
                 }
                 keep
             });
@@ -424,22 +469,22 @@ impl TargetState {
                 };
                 fp = self.fingerprint(s.series, s.norm);
             }
-            let generation = self.generation;
             // `fresh`: the labels of a kept series first seen just now (its definition is due).
             let (at, new, fresh) = match self.cache.find(fp) {
                 Some(at) => (at, false, None),
                 None => {
-                    let (id, labels) = match Self::build(&self.public, job, s.series, s.norm, format) {
-                        Ok(None) => (DROPPED, None),
-                        Ok(Some(ls)) => {
-                            (self.ids.fetch_add(1, Ordering::Relaxed), Some(SeriesLabels::from_set(&ls)))
-                        }
+                    let (entry, labels) = match Self::build(&self.public, job, s.series, s.norm, format) {
+                        Ok(None) => (CacheEntry::dropped(), None),
+                        Ok(Some(ls)) => (
+                            CacheEntry::new(self.ids.fetch_add(1, Ordering::Relaxed)),
+                            Some(SeriesLabels::from_set(&ls)),
+                        ),
                         Err(e) => {
                             failure = Some(e);
                             break;
                         }
                     };
-                    (self.cache.insert(fp, CacheEntry::new(id)), true, labels)
+                    (self.cache.insert(fp, entry), true, labels)
                 }
             };
             let e = self.cache.get_mut(at);
@@ -447,10 +492,10 @@ impl TargetState {
             counts.post_relabel += 1;
             let explicit = s.timestamp.is_some() && job.honor_timestamps;
             let t = if explicit { s.timestamp.unwrap_or(ts) } else { ts };
-            if !explicit && e.seen() == generation {
+            if !explicit && e.seen_now() {
                 continue; // the same series twice without a timestamp: the first wins
             }
-            e.set_seen(generation);
+            e.set_seen();
             let taken = if t > now + MAX_FUTURE_MS {
                 false // out of bounds: dropped, not fatal
             } else if job.sample_limit > 0 && appended >= job.sample_limit {
@@ -476,7 +521,7 @@ impl TargetState {
                 }
             }
             if !explicit || job.track_timestamps_staleness {
-                e.tracked = generation;
+                e.set_tracked();
             }
             out.samples.push(BatchSample { series: id, timestamp: t, value: s.value });
             if let Some(ex) = s.exemplar
@@ -519,9 +564,8 @@ impl TargetState {
     /// report series, at `ts` (reference §3.5).
     pub fn end_of_run(&mut self, job: &Job, ts: i64) -> ScrapeBatch {
         let mut out = ScrapeBatch { target: self.hash, timestamp: ts, ..Default::default() };
-        let last = self.generation;
         let mut ids: Vec<u64> =
-            self.cache.values().filter(|e| e.tracked == last).filter_map(CacheEntry::series).collect();
+            self.cache.values().filter(|e| e.tracked_last()).filter_map(CacheEntry::series).collect();
         ids.sort_unstable();
         for id in ids {
             out.samples.push(BatchSample { series: id, timestamp: ts, value: STALE_NAN });

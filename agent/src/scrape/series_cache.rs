@@ -16,10 +16,16 @@
 
 use hashbrown::HashTable;
 
+/// The key as two halves: a `u128` field would align the slot to 16 bytes, so an 8-byte
+/// entry would pad it to 32 instead of 24.
 #[derive(Debug)]
 struct Slot<E> {
-    key: u128,
+    key: [u64; 2],
     entry: E,
+}
+
+fn halves(key: u128) -> [u64; 2] {
+    [key as u64, (key >> 64) as u64]
 }
 
 /// Entries keyed by a 128-bit fingerprint, which is already a uniform hash: its low 64 bits
@@ -44,8 +50,9 @@ impl<E> Default for SeriesCache<E> {
     }
 }
 
-fn hash(key: u128) -> u64 {
-    key as u64
+/// The index's hash of a key: its low half.
+fn hash(key: &[u64; 2]) -> u64 {
+    key[0]
 }
 
 impl<E> SeriesCache<E> {
@@ -54,8 +61,8 @@ impl<E> SeriesCache<E> {
     }
 
     fn lookup(&self, key: u128) -> Option<usize> {
-        let slots = &self.slots;
-        self.index.find(hash(key), |&i| slots[i as usize].key == key).map(|&i| i as usize)
+        let (slots, key) = (&self.slots, halves(key));
+        self.index.find(hash(&key), |&i| slots[i as usize].key == key).map(|&i| i as usize)
     }
 
     /// Whether `key` is cached; the cursor stays where it is.
@@ -65,7 +72,7 @@ impl<E> SeriesCache<E> {
 
     /// The position of `key`'s entry, moving the cursor past it.
     pub fn find(&mut self, key: u128) -> Option<usize> {
-        let i = if self.slots.get(self.cursor).is_some_and(|s| s.key == key) {
+        let i = if self.slots.get(self.cursor).is_some_and(|s| s.key == halves(key)) {
             self.cursor
         } else {
             let i = self.lookup(key)?;
@@ -83,10 +90,10 @@ impl<E> SeriesCache<E> {
     /// cursor stays: the next series in the scrape is likely the one after the previous hit.
     pub fn insert(&mut self, key: u128, entry: E) -> usize {
         debug_assert!(!self.contains(key));
-        let i = self.slots.len();
+        let (i, key) = (self.slots.len(), halves(key));
         self.slots.push(Slot { key, entry });
         let slots = &self.slots;
-        self.index.insert_unique(hash(key), i as u32, |&j| hash(slots[j as usize].key));
+        self.index.insert_unique(hash(&key), i as u32, |&j| hash(&slots[j as usize].key));
         if let Some(order) = &mut self.order {
             order.push(i as u32);
         }
@@ -101,6 +108,10 @@ impl<E> SeriesCache<E> {
         self.slots.iter().map(|s| &s.entry)
     }
 
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut E> {
+        self.slots.iter_mut().map(|s| &mut s.entry)
+    }
+
     /// Keeps the entries `keep` approves of, in their order.
     pub fn retain(&mut self, mut keep: impl FnMut(&E) -> bool) {
         let before = self.slots.len();
@@ -112,7 +123,7 @@ impl<E> SeriesCache<E> {
 
     /// Closes a scrape: lays the entries out in its order if it was recorded, or has the next
     /// scrape record its order if this one found more than one entry in 16 out of place.
-    /// Growth's spare capacity is given back, so a slot costs its 32 bytes and no more.
+    /// Growth's spare capacity is given back, so a slot costs its size and no more.
     pub fn end_scrape(&mut self) {
         if let Some(order) = self.order.take() {
             self.reorder(&order);
@@ -147,7 +158,7 @@ impl<E> SeriesCache<E> {
         let slots = &self.slots;
         let mut index = HashTable::with_capacity(slots.len());
         for (i, s) in slots.iter().enumerate() {
-            index.insert_unique(hash(s.key), i as u32, |&j| hash(slots[j as usize].key));
+            index.insert_unique(hash(&s.key), i as u32, |&j| hash(&slots[j as usize].key));
         }
         self.index = index;
     }
@@ -207,8 +218,8 @@ mod tests {
 
     #[test]
     fn a_slot_is_the_key_and_the_entry() {
-        // What append's 16-byte entry costs per cached series, with the key.
-        assert_eq!(std::mem::size_of::<Slot<[u64; 2]>>(), 32);
+        // What append's 8-byte entry costs per cached series, with the key: no padding.
+        assert_eq!(std::mem::size_of::<Slot<u64>>(), 24);
     }
 
     #[test]
