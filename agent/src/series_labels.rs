@@ -243,10 +243,7 @@ impl<'a> Iterator for Iter<'a> {
     type Item = LabelRef<'a>;
 
     fn next(&mut self) -> Option<LabelRef<'a>> {
-        self.pairs.next().map(|p| {
-            let (name, value) = p.split();
-            LabelRef { name, value }
-        })
+        self.pairs.next().map(|p| LabelKey(p).label())
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -10,13 +10,11 @@
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IdRuns {
     runs: Vec<(u64, u64)>,
-    len: usize,
 }
 
 impl IdRuns {
     /// Appends `id`, extending the last run when it follows it.
     pub fn push(&mut self, id: u64) {
-        self.len += 1;
         if let Some((first, count)) = self.runs.last_mut()
             && first.checked_add(*count) == Some(id)
         {
@@ -28,11 +26,11 @@ impl IdRuns {
 
     /// How many ids.
     pub fn len(&self) -> usize {
-        self.len
+        self.runs.iter().map(|&(_, count)| count as usize).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.runs.is_empty()
     }
 
     /// How many runs (what the list costs).
@@ -52,7 +50,7 @@ impl IdRuns {
         let mut ids = ids.into_iter();
         if let (n, Some(m)) = ids.size_hint()
             && n == m
-            && n != self.len
+            && n != self.len()
         {
             return false;
         }

@@ -89,7 +89,7 @@ impl CacheEntry {
     }
     /// The series' id, unless relabeling drops it.
     fn series(&self) -> Option<u64> {
-        let id = self.0 & ID_MASK;
+        let id = self.id();
         (id != DROPPED).then_some(id)
     }
     /// The raw id, [`DROPPED`] included.

@@ -60,22 +60,23 @@ impl<E> SeriesCache<E> {
         self.slots.len()
     }
 
-    fn lookup(&self, key: u128) -> Option<usize> {
-        let (slots, key) = (&self.slots, halves(key));
-        self.index.find(hash(&key), |&i| slots[i as usize].key == key).map(|&i| i as usize)
+    fn lookup(&self, key: &[u64; 2]) -> Option<usize> {
+        let slots = &self.slots;
+        self.index.find(hash(key), |&i| slots[i as usize].key == *key).map(|&i| i as usize)
     }
 
     /// Whether `key` is cached; the cursor stays where it is.
     pub fn contains(&self, key: u128) -> bool {
-        self.lookup(key).is_some()
+        self.lookup(&halves(key)).is_some()
     }
 
     /// The position of `key`'s entry, moving the cursor past it.
     pub fn find(&mut self, key: u128) -> Option<usize> {
-        let i = if self.slots.get(self.cursor).is_some_and(|s| s.key == halves(key)) {
+        let key = halves(key);
+        let i = if self.slots.get(self.cursor).is_some_and(|s| s.key == key) {
             self.cursor
         } else {
-            let i = self.lookup(key)?;
+            let i = self.lookup(&key)?;
             self.misses += 1;
             i
         };

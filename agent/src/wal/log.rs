@@ -83,8 +83,8 @@ pub struct Options {
 ///
 /// One table serves both questions the writer asks per sample (does this segment state the
 /// series yet? what are its labels?) and the readers' (which labels does this id have?), in
-/// 16 bytes a slot of an [`IdMap`] (see `known_is_16_bytes`): at 500k series, separate hash tables for the three cost
-/// about 150 bytes per series, one hash table about 70.
+/// 16 bytes a slot of an [`IdMap`] (see `known_is_16_bytes`): at 500k series, separate hash
+/// tables for the three cost about 150 bytes per series, one hash table about 70.
 #[derive(Debug, Clone)]
 struct Known {
     labels: SeriesLabels,
