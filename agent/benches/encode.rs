@@ -4,7 +4,8 @@
 //! core, many rounds. Prints ns per sample for each step.
 //!
 //! `cargo bench -p ferry-agent --bench encode` (`-- --rounds N` for a shorter run, e.g. under
-//! `valgrind --tool=callgrind`).
+//! `valgrind --tool=callgrind`; `-- --whole` to rebuild every label set whole, as before sets
+//! could be based on their neighbours, to see what reading through a base costs).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use ferry_agent::remote::encode::{
 };
 use ferry_agent::remote::wire::{Rw2Encoder, rw1};
 use ferry_agent::scrape::append::{Fetched, TargetState};
+use ferry_agent::series_labels::SeriesLabels;
 use ferry_protocol::LabelSet;
 use ferry_protocol::snappy::BlockEncoder;
 
@@ -29,7 +31,7 @@ mod targets;
 const TARGETS: usize = 200;
 const SERIES: usize = 2500;
 
-fn payloads() -> Vec<Payload> {
+fn payloads(whole: bool) -> Vec<Payload> {
     let yaml = "scrape_configs: [{job_name: bench, scrape_interval: 10s}]";
     let job = Config::parse(yaml, Path::new("bench.yaml"), false, |_| None).unwrap().jobs.remove(0);
     let ids = Arc::new(AtomicU64::new(1));
@@ -59,6 +61,7 @@ fn payloads() -> Vec<Payload> {
             .iter()
             .map(|s| {
                 let l = labels[&s.series].clone();
+                let l = if whole { SeriesLabels::from_set(&l.to_label_set()) } else { l };
                 let md =
                     l.metric_name().and_then(|n| family_candidates(n).find_map(|f| families.get(f).cloned()));
                 Some(SeriesInfo::new(l, md))
@@ -80,7 +83,8 @@ fn main() {
         .skip_while(|a| a != "--rounds")
         .nth(1)
         .map_or(15, |r| r.parse().expect("--rounds N"));
-    let payloads = payloads();
+    let whole = std::env::args().any(|a| a == "--whole");
+    let payloads = payloads(whole);
     let samples: usize = payloads.iter().map(|p| p.samples.len()).sum();
     let mut rw2 = Rw2Encoder::new();
     let mut snappy = BlockEncoder::default();

@@ -431,6 +431,9 @@ impl TargetState {
         let mut appended = 0u64;
         let mut limit_hit = false;
         let mut failure: Option<String> = None;
+        // The last series this scrape defined: the next new one is likely its family's next
+        // series, so its labels are built on this one's (see `SeriesLabels::from_set_near`).
+        let mut last_new: Option<SeriesLabels> = None;
         loop {
             let entry = match parser.next_entry() {
                 Ok(Some(e)) => e,
@@ -475,10 +478,11 @@ impl TargetState {
                 None => {
                     let (entry, labels) = match Self::build(&self.public, job, s.series, s.norm, format) {
                         Ok(None) => (CacheEntry::dropped(), None),
-                        Ok(Some(ls)) => (
-                            CacheEntry::new(self.ids.fetch_add(1, Ordering::Relaxed)),
-                            Some(SeriesLabels::from_set(&ls)),
-                        ),
+                        Ok(Some(ls)) => {
+                            let labels = SeriesLabels::from_set_near(&ls, last_new.as_ref());
+                            last_new = Some(labels.clone());
+                            (CacheEntry::new(self.ids.fetch_add(1, Ordering::Relaxed)), Some(labels))
+                        }
                         Err(e) => {
                             failure = Some(e);
                             break;

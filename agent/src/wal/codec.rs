@@ -184,8 +184,10 @@ impl<'a> Reader<'a> {
         LabelSet::from_labels(v).ok()
     }
 
-    fn series_labels(&mut self) -> Option<SeriesLabels> {
-        self.labels().map(|ls| SeriesLabels::from_set(&ls))
+    /// Built on `near`, the definition decoded before it (a record lists a scrape's new
+    /// series in scrape order, so a family's series come together).
+    fn series_labels(&mut self, near: Option<&SeriesLabels>) -> Option<SeriesLabels> {
+        self.labels().map(|ls| SeriesLabels::from_set_near(&ls, near))
     }
 }
 
@@ -212,7 +214,7 @@ pub fn decode_with(
                 r.skip_labels()?;
                 l
             }
-            None => r.series_labels()?,
+            None => r.series_labels(new_series.last().map(|d: &SeriesDef| &d.labels))?,
         };
         new_series.push(SeriesDef { id, labels });
     }
