@@ -41,9 +41,75 @@ impl SeriesInfo {
 /// (`None`: dropped by `write_relabel_configs`).
 ///
 /// One shared allocation per target, not one per series: a per-series `Arc<SeriesInfo>`
-/// cost 64 bytes of heap and an 8-byte pointer for each of the agent's series, this 16 (see
-/// `a_list_entry_is_two_pointers`).
-pub type SeriesList = Arc<[Option<SeriesInfo>]>;
+/// cost 64 bytes of heap and an 8-byte pointer for each of the agent's series. A scrape
+/// lists a family's series together, so the metadata is kept once per run of series of one
+/// family, and an entry is the labels' 8-byte handle (see `a_list_entry_is_one_pointer`).
+#[derive(Debug, Clone, Default)]
+pub struct SeriesList(Arc<ListEntries>);
+
+#[derive(Debug, Default)]
+struct ListEntries {
+    labels: Box<[Option<SeriesLabels>]>,
+    /// (first position, metadata) of each run of positions with the same family metadata,
+    /// by position. A dropped series joins the run before it: it is never read.
+    metadata: Box<[(u32, Option<FamilyMeta>)]>,
+}
+
+impl SeriesList {
+    pub fn len(&self) -> usize {
+        self.0.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.labels.is_empty()
+    }
+
+    /// The labels at `i`, if that series is sent.
+    pub fn labels(&self, i: usize) -> Option<&SeriesLabels> {
+        self.0.labels[i].as_ref()
+    }
+
+    /// The family metadata at `i`. A binary search over the runs, of which a target has
+    /// about one per family.
+    pub fn metadata(&self, i: usize) -> Option<&FamilyMeta> {
+        let runs = &self.0.metadata;
+        let run = runs.partition_point(|&(first, _)| first as usize <= i);
+        run.checked_sub(1).and_then(|r| runs[r].1.as_ref())
+    }
+
+    /// The series at `i` as one value, if it is sent.
+    pub fn get(&self, i: usize) -> Option<SeriesInfo> {
+        let labels = self.labels(i)?.clone();
+        Some(SeriesInfo::new(labels, self.metadata(i).cloned()))
+    }
+}
+
+impl FromIterator<Option<SeriesInfo>> for SeriesList {
+    fn from_iter<I: IntoIterator<Item = Option<SeriesInfo>>>(iter: I) -> SeriesList {
+        let mut labels = Vec::new();
+        let mut metadata: Vec<(u32, Option<FamilyMeta>)> = Vec::new();
+        for (i, info) in iter.into_iter().enumerate() {
+            let Some(info) = info else {
+                labels.push(None);
+                continue;
+            };
+            let same = metadata
+                .last()
+                .is_some_and(|(_, m)| m.as_ref().map(Arc::as_ptr) == info.metadata.as_ref().map(Arc::as_ptr));
+            if !same {
+                metadata.push((i as u32, info.metadata));
+            }
+            labels.push(Some(info.labels));
+        }
+        SeriesList(Arc::new(ListEntries { labels: labels.into(), metadata: metadata.into() }))
+    }
+}
+
+impl From<Vec<Option<SeriesInfo>>> for SeriesList {
+    fn from(v: Vec<Option<SeriesInfo>>) -> SeriesList {
+        v.into_iter().collect()
+    }
+}
 
 /// A sample's series: a position in its target's [`SeriesList`] that holds a series.
 #[derive(Debug, Clone)]
@@ -55,25 +121,25 @@ pub struct SeriesRef {
 impl SeriesRef {
     /// `list[idx]`, or `None` when that series is not sent.
     pub fn at(list: &SeriesList, idx: usize) -> Option<SeriesRef> {
-        list[idx].is_some().then(|| SeriesRef { list: list.clone(), idx: idx as u32 })
+        list.labels(idx).is_some().then(|| SeriesRef { list: list.clone(), idx: idx as u32 })
     }
 
     /// A series in a list of its own.
     pub fn single(info: SeriesInfo) -> SeriesRef {
-        SeriesRef { list: Arc::from(vec![Some(info)]), idx: 0 }
+        SeriesRef { list: SeriesList::from(vec![Some(info)]), idx: 0 }
     }
 
     /// Whether both point at the same entry of the same list.
     pub fn same(&self, other: &SeriesRef) -> bool {
-        Arc::ptr_eq(&self.list, &other.list) && self.idx == other.idx
+        Arc::ptr_eq(&self.list.0, &other.list.0) && self.idx == other.idx
     }
-}
 
-impl std::ops::Deref for SeriesRef {
-    type Target = SeriesInfo;
+    pub fn labels(&self) -> &SeriesLabels {
+        self.list.labels(self.idx as usize).expect("a SeriesRef is made only for a series that is sent")
+    }
 
-    fn deref(&self) -> &SeriesInfo {
-        self.list[self.idx as usize].as_ref().expect("a SeriesRef is made only for a series that is sent")
+    pub fn metadata(&self) -> Option<&FamilyMeta> {
+        self.list.metadata(self.idx as usize)
     }
 }
 
@@ -121,19 +187,19 @@ pub fn apply_created(samples: &mut [Sample]) {
     let created: std::collections::HashMap<String, f64> = samples
         .iter()
         .filter_map(|s| {
-            let family = s.series.labels.metric_name()?.strip_suffix("_created")?;
-            s.value.is_finite().then(|| (key(&s.series.labels, family), s.value))
+            let family = s.series.labels().metric_name()?.strip_suffix("_created")?;
+            s.value.is_finite().then(|| (key(s.series.labels(), family), s.value))
         })
         .collect();
     if created.is_empty() {
         return;
     }
     for s in samples.iter_mut() {
-        let Some(name) = s.series.labels.metric_name() else {
+        let Some(name) = s.series.labels().metric_name() else {
             continue;
         };
         let family = ["_total", "_count", "_sum", "_bucket"].iter().find_map(|suf| name.strip_suffix(suf));
-        if let Some(v) = family.and_then(|f| created.get(&key(&s.series.labels, f))) {
+        if let Some(v) = family.and_then(|f| created.get(&key(s.series.labels(), f))) {
             // 0 means unset on the wire; the spec says to send 1 ms for the epoch itself.
             s.start_timestamp = ((v * 1000.0) as i64).max(1);
         }
@@ -175,7 +241,7 @@ impl Payload {
             timeseries: self
                 .runs()
                 .map(|run| rw1::TimeSeries {
-                    labels: run[0].series.labels.to_label_set().into_vec(),
+                    labels: run[0].series.labels().to_label_set().into_vec(),
                     samples: run
                         .iter()
                         .map(|s| rw1::Sample { value: s.value, timestamp: s.timestamp })
@@ -216,8 +282,8 @@ impl Payload {
             .runs()
             .map(|run| {
                 let series = &run[0].series;
-                let mut labels_refs = Vec::with_capacity(series.labels.len() * 2);
-                table.symbolize_labels(&series.labels.to_label_set(), &mut labels_refs);
+                let mut labels_refs = Vec::with_capacity(series.labels().len() * 2);
+                table.symbolize_labels(&series.labels().to_label_set(), &mut labels_refs);
                 let exemplars = run
                     .iter()
                     .flat_map(|s| s.exemplars())
@@ -227,7 +293,7 @@ impl Payload {
                         rw2::Exemplar { labels_refs: refs, value: *v, timestamp: *t }
                     })
                     .collect();
-                let metadata = series.metadata.as_ref().map(|m| rw2::Metadata {
+                let metadata = series.metadata().map(|m| rw2::Metadata {
                     r#type: m.0.wire(),
                     help_ref: table.symbolize(&m.1),
                     unit_ref: table.symbolize(&m.2),
@@ -271,9 +337,48 @@ mod tests {
     }
 
     #[test]
-    fn a_list_entry_is_two_pointers() {
+    fn a_list_entry_is_one_pointer() {
         // One entry per active series in every endpoint's lists (issue #9).
-        assert_eq!(std::mem::size_of::<Option<SeriesInfo>>(), 16);
+        assert_eq!(std::mem::size_of::<Option<SeriesLabels>>(), 8);
+        // And a sample's series is a pointer and a position.
+        assert_eq!(std::mem::size_of::<SeriesRef>(), 16);
+    }
+
+    #[test]
+    fn a_list_keeps_metadata_by_runs() {
+        let meta = |help: &str| Some(Arc::new((MetricType::Counter, help.to_owned(), String::new())));
+        let (a, b) = (meta("a"), meta("b"));
+        let labels = |i: usize| SeriesLabels::from_sorted([("__name__", "m"), ("i", &*i.to_string())]);
+        let infos = vec![
+            Some(SeriesInfo::new(labels(0), a.clone())),
+            Some(SeriesInfo::new(labels(1), a.clone())),
+            None,
+            Some(SeriesInfo::new(labels(3), a.clone())),
+            Some(SeriesInfo::new(labels(4), None)),
+            Some(SeriesInfo::new(labels(5), b.clone())),
+            Some(SeriesInfo::new(labels(6), b.clone())),
+            Some(SeriesInfo::new(labels(7), a.clone())),
+        ];
+        let list = SeriesList::from(infos.clone());
+        assert_eq!(list.0.metadata.len(), 4, "a, none, b, a: the dropped series joins its run");
+        assert_eq!(list.len(), infos.len());
+        for (i, info) in infos.iter().enumerate() {
+            let got = list.get(i);
+            assert_eq!(got.is_some(), info.is_some(), "{i}");
+            let (Some(got), Some(info)) = (got, info) else { continue };
+            assert_eq!(got.labels, info.labels);
+            assert_eq!(
+                got.metadata.as_ref().map(Arc::as_ptr),
+                info.metadata.as_ref().map(Arc::as_ptr),
+                "{i}"
+            );
+            assert_eq!(
+                SeriesRef::at(&list, i).unwrap().metadata().map(|m| m.1.as_str()),
+                info.metadata.as_ref().map(|m| m.1.as_str())
+            );
+        }
+        assert!(SeriesRef::at(&list, 2).is_none());
+        assert!(SeriesList::default().is_empty());
     }
 
     #[test]
@@ -290,7 +395,7 @@ mod tests {
         };
         let r1 = p.rw1(false);
         assert_eq!(r1.timeseries.len(), 1, "consecutive samples of a series share a TimeSeries");
-        assert_eq!(r1.timeseries[0].labels, up.labels.to_label_set().as_slice());
+        assert_eq!(r1.timeseries[0].labels, up.labels().to_label_set().as_slice());
         assert!(r1.timeseries[0].exemplars.is_empty());
         assert!(ferry_protocol::is_stale(r1.timeseries[0].samples[1].value));
         let mut t = SymbolTable::new();
@@ -298,7 +403,7 @@ mod tests {
         assert_eq!(r2.symbols[0], "");
         assert_eq!(
             resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(),
-            up.labels.to_label_set()
+            up.labels().to_label_set()
         );
         assert_eq!(r2.timeseries[0].metadata.unwrap().r#type, 2);
         assert_eq!(r2.timeseries[0].exemplars.len(), 1);

@@ -304,14 +304,12 @@ impl Series {
         let mut unresolved = 0;
         for s in samples {
             let info = match old.get(&s.series) {
-                Some(&i) => match &t.infos[i] {
+                Some(&i) => match t.infos.get(i) {
                     Some(info) if stale_metadata => {
                         let metadata = family_metadata(families, &info.labels);
-                        let same =
-                            metadata.as_ref().map(Arc::as_ptr) == info.metadata.as_ref().map(Arc::as_ptr);
-                        Some(if same { info.clone() } else { SeriesInfo::new(info.labels.clone(), metadata) })
+                        Some(SeriesInfo::new(info.labels, metadata))
                     }
-                    other => other.clone(),
+                    other => other,
                 },
                 None => {
                     // A series this endpoint has not seen: its labels come from the WAL.
@@ -687,8 +685,8 @@ mod tests {
         let changed = resolve(&mut series, &[1, 4, 2, 99], &mut dropped);
         assert_eq!(changed.len(), 3);
         assert_eq!(dropped.unresolved, 1);
-        assert!(first[1].series.labels.shares(&changed[2].series.labels), "series 2 moved but is reused");
-        assert_eq!(changed[1].series.labels.get("i"), Some("4"));
+        assert!(first[1].series.labels().shares(changed[2].series.labels()), "series 2 moved but is reused");
+        assert_eq!(changed[1].series.labels().get("i"), Some("4"));
         assert!(series.has_created(9), "series 4 is m_created: its values are start timestamps");
         // Metadata for family m arrives: the target's series pick it up.
         series.learn_metadata(&BatchMetadata {
@@ -698,7 +696,7 @@ mod tests {
             unit: String::new(),
         });
         let with_md = resolve(&mut series, &[1, 4, 2], &mut dropped);
-        assert!(with_md.iter().all(|s| s.series.metadata.as_ref().is_some_and(|m| m.1 == "help")));
+        assert!(with_md.iter().all(|s| s.series.metadata().is_some_and(|m| m.1 == "help")));
         assert!(series.has_created(9));
         resolve(&mut series, &[1, 2], &mut dropped);
         assert!(!series.has_created(9), "the _created series is gone from the record");

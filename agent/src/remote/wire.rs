@@ -81,7 +81,7 @@ pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
     out.clear();
     let mut tail = SampleTail::default();
     for run in p.runs() {
-        let labels = &run[0].series.labels;
+        let labels = run[0].series.labels();
         let labels_len: usize = labels.iter().map(|l| field_len(1, label_len(l.name, l.value))).sum();
         let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, 0))).sum();
         let ex_len = |e: &(ferry_protocol::LabelSet, f64, i64)| -> usize {
@@ -298,7 +298,7 @@ impl Rw2Encoder {
             let series = &run[0].series;
             let st = run[0].start_timestamp;
             refs_buf.clear();
-            for (i, key) in series.labels.keys().enumerate() {
+            for (i, key) in series.labels().keys().enumerate() {
                 let id = key.id();
                 let pair = match prev.get(i) {
                     Some(&(p, pair)) if p == id => pair,
@@ -333,7 +333,7 @@ impl Rw2Encoder {
                 ex_len += field_len(4, body);
                 ex_refs.push(r);
             }
-            let md = series.metadata.as_ref().map(|m| {
+            let md = series.metadata().map(|m| {
                 let at = std::sync::Arc::as_ptr(m) as usize;
                 match prev_meta {
                     Some((p, field)) if p == at => field,
