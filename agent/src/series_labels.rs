@@ -47,6 +47,9 @@ pub struct SeriesLabels(ThinArc<Shape, Pair>);
 ///
 /// 16 bytes in every set's block, which a whole set pays too (its block grows from 80 to 96
 /// bytes at 7 labels): a based 7-to-9-label set with one label of its own takes 48.
+///
+/// A based set keeps its base alive. When a group's first series goes and the others stay,
+/// that is one set no series uses per group, until the group goes too.
 #[derive(Clone)]
 struct Shape {
     base: Option<SeriesLabels>,
@@ -57,10 +60,12 @@ struct Shape {
 /// The most labels a based set, or its base, may have: the masks' width.
 const MAX_BASED: usize = 32;
 
-/// A set is based on another only when it holds at most this share of its labels itself:
-/// below that, the block saved is small and every read pays the masks.
+/// A set is based on another only when it holds at most two of its labels itself, and at
+/// most half: beyond that the block saved is small, every read pays the masks, and a set
+/// built on an unrelated neighbour (two containers' series, say) could not be the base of
+/// its own group (see `Near` in the scrape path), since a base must be whole.
 fn worth_basing(own: usize, total: usize) -> bool {
-    2 * own <= total
+    own <= 2 && 2 * own <= total
 }
 
 /// One interned label in one allocation: `arcstr`'s thin `Arc` holds the count, the length
@@ -208,12 +213,13 @@ impl SeriesLabels {
         SeriesLabels::from_sorted_near(labels, None)
     }
 
-    /// Like [`from_sorted`](Self::from_sorted), based on `near`'s base (or on `near` itself,
-    /// when it is whole) if the two share enough labels. Who builds many series in a row
-    /// passes the one built before: neighbours in an exposition are a family's series.
-    pub fn from_sorted_near<'a>(
+    /// Like [`from_sorted`](Self::from_sorted), based on the base of the first set of `near`
+    /// (or on that set, when it is whole) that shares enough labels with it. Who builds many
+    /// series in a row passes the one built before: neighbours in an exposition are a
+    /// family's series.
+    pub fn from_sorted_near<'a, 'b>(
         labels: impl IntoIterator<Item = (&'a str, &'a str)>,
-        near: Option<&SeriesLabels>,
+        near: impl IntoIterator<Item = &'b SeriesLabels>,
     ) -> SeriesLabels {
         let pairs: Vec<Pair> = {
             let mut interner = INTERNER.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,10 +231,10 @@ impl SeriesLabels {
                 })
                 .collect()
         };
-        if let Some(base) = near.map(SeriesLabels::root)
-            && let Some(based) = SeriesLabels::based_on(base, &pairs, worth_basing)
-        {
-            return based;
+        for base in near.into_iter().map(SeriesLabels::root) {
+            if let Some(based) = SeriesLabels::based_on(base, &pairs, worth_basing) {
+                return based;
+            }
         }
         SeriesLabels(ThinArc::from_header_and_iter(
             Shape { base: None, own_at: 0, take: 0 },
@@ -278,7 +284,10 @@ impl SeriesLabels {
     }
 
     /// [`from_sorted_near`](Self::from_sorted_near) for a `LabelSet`.
-    pub fn from_set_near(ls: &LabelSet, near: Option<&SeriesLabels>) -> SeriesLabels {
+    pub fn from_set_near<'b>(
+        ls: &LabelSet,
+        near: impl IntoIterator<Item = &'b SeriesLabels>,
+    ) -> SeriesLabels {
         SeriesLabels::from_sorted_near(ls.iter().map(|l| (l.name.as_str(), l.value.as_str())), near)
     }
 
@@ -312,8 +321,7 @@ impl SeriesLabels {
     }
 
     /// Whether the set holds only some of its labels, the rest being its base's.
-    #[cfg(test)]
-    fn is_based(&self) -> bool {
+    pub fn is_based(&self) -> bool {
         self.0.header.header.base.is_some()
     }
 
@@ -587,6 +595,19 @@ mod tests {
         assert_eq!(sum.to_label_set(), labels("h_sum", None));
         assert_ne!(second, third);
         assert_ne!(sum, first);
+    }
+
+    #[test]
+    fn the_first_candidate_that_shares_enough_is_the_base() {
+        let far = SeriesLabels::from_set(&set(&[("__name__", "a"), ("x", "9"), ("y", "9"), ("z", "9")]));
+        let close = SeriesLabels::from_set(&set(&[("__name__", "b"), ("x", "1"), ("y", "2"), ("z", "3")]));
+        let ls = set(&[("__name__", "c"), ("x", "1"), ("y", "2"), ("z", "3")]);
+        let s = SeriesLabels::from_set_near(&ls, [&far, &close]);
+        assert!(s.is_based() && s.root().shares(&close));
+        let s = SeriesLabels::from_set_near(&ls, [&close, &far]);
+        assert!(s.root().shares(&close));
+        assert!(!SeriesLabels::from_set_near(&ls, [&far]).is_based());
+        assert_eq!(s.to_label_set(), ls);
     }
 
     #[test]

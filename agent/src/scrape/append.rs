@@ -175,6 +175,39 @@ pub struct TargetState {
     hash: u64,
 }
 
+/// The series one scrape defined that a new one's labels may be built on (see
+/// `SeriesLabels::from_set_near`): the last one, since the next is likely its family's next
+/// series (a histogram's next bucket), and the whole sets by their labels without
+/// `__name__`, since the series of one thing come in several families (a container's
+/// cAdvisor series). Kept for one scrape, so only scrapes that define series fill it.
+#[derive(Default)]
+struct Near {
+    last: Option<SeriesLabels>,
+    groups: HashMap<u64, SeriesLabels>,
+    key: Vec<u8>,
+}
+
+impl Near {
+    fn define(&mut self, ls: &LabelSet) -> SeriesLabels {
+        self.key.clear();
+        for l in ls.iter().filter(|l| l.name != METRIC_NAME) {
+            // 0xff never occurs in UTF-8, so the separators keep the key unambiguous.
+            self.key.extend_from_slice(l.name.as_bytes());
+            self.key.push(0xff);
+            self.key.extend_from_slice(l.value.as_bytes());
+            self.key.push(0xff);
+        }
+        // A collision only offers a candidate that shares too little to be used.
+        let group = xxhash_rust::xxh3::xxh3_64(&self.key);
+        let labels = SeriesLabels::from_set_near(ls, self.last.iter().chain(self.groups.get(&group)));
+        if !labels.is_based() {
+            self.groups.insert(group, labels.clone());
+        }
+        self.last = Some(labels.clone());
+        labels
+    }
+}
+
 fn norm_index(n: Norm) -> u64 {
     match n {
         Norm::None => 0,
@@ -431,9 +464,8 @@ impl TargetState {
         let mut appended = 0u64;
         let mut limit_hit = false;
         let mut failure: Option<String> = None;
-        // The last series this scrape defined: the next new one is likely its family's next
-        // series, so its labels are built on this one's (see `SeriesLabels::from_set_near`).
-        let mut last_new: Option<SeriesLabels> = None;
+        // Candidates to build new series' labels on (see `define`).
+        let mut near = Near::default();
         loop {
             let entry = match parser.next_entry() {
                 Ok(Some(e)) => e,
@@ -478,11 +510,10 @@ impl TargetState {
                 None => {
                     let (entry, labels) = match Self::build(&self.public, job, s.series, s.norm, format) {
                         Ok(None) => (CacheEntry::dropped(), None),
-                        Ok(Some(ls)) => {
-                            let labels = SeriesLabels::from_set_near(&ls, last_new.as_ref());
-                            last_new = Some(labels.clone());
-                            (CacheEntry::new(self.ids.fetch_add(1, Ordering::Relaxed)), Some(labels))
-                        }
+                        Ok(Some(ls)) => (
+                            CacheEntry::new(self.ids.fetch_add(1, Ordering::Relaxed)),
+                            Some(near.define(&ls)),
+                        ),
                         Err(e) => {
                             failure = Some(e);
                             break;

@@ -444,3 +444,48 @@ fn markers_stay_right_over_hundreds_of_scrapes() {
         assert!(user_rows(&rows).iter().all(|r| r.1 != STALE_NAN_BITS));
     }
 }
+
+#[test]
+fn new_series_are_built_on_their_neighbours_and_their_groups() {
+    // Two containers' series in three families, then a histogram: a container's memory and
+    // network series are based on its CPU series (apart in the exposition), each bucket but
+    // the first on the first, the sum on it too (no `le`, another name).
+    let mut h = H::new("");
+    let (a, b) = (
+        r#"container="a",id="/x/1",image="i:1",pod="p1""#,
+        r#"container="b",id="/x/2",image="i:2",pod="p2""#,
+    );
+    let mut body = String::new();
+    for (family, v) in [("cpu_total", 1), ("mem_bytes", 2), ("net_total", 3)] {
+        for c in [a, b] {
+            body.push_str(&format!("{family}{{{c}}} {v}\n"));
+        }
+    }
+    body.push_str(
+        "lat_bucket{pod=\"p\",route=\"/\",le=\"0.1\"} 1\nlat_bucket{pod=\"p\",route=\"/\",le=\"1\"} 2\n",
+    );
+    body.push_str("lat_bucket{pod=\"p\",route=\"/\",le=\"+Inf\"} 3\nlat_sum{pod=\"p\",route=\"/\"} 0.5\n");
+    let body = body.as_str();
+    let (batch, _) = h.scrape(body);
+    // Whether the series `name` with label `key` is based, having checked it reads right.
+    let based = |name: &str, key: (&str, &str), len: usize| {
+        let l = batch
+            .new_series
+            .iter()
+            .map(|d| &d.labels)
+            .find(|l| l.metric_name() == Some(name) && l.get(key.0) == Some(key.1))
+            .unwrap_or_else(|| panic!("{name} with {key:?} defined"));
+        assert_eq!((l.len(), l.get("instance"), l.get("job")), (len, Some("h:9100"), Some("j")), "{l}");
+        assert_eq!(*l, SeriesLabels::from_set(&l.to_label_set()));
+        l.is_based()
+    };
+    for c in ["a", "b"] {
+        assert!(!based("cpu_total", ("container", c), 7), "the first of its group is whole");
+        assert!(based("mem_bytes", ("container", c), 7), "{c}");
+        assert!(based("net_total", ("container", c), 7), "{c}");
+    }
+    assert!(!based("lat_bucket", ("le", "0.1"), 6));
+    assert!(based("lat_bucket", ("le", "1"), 6));
+    assert!(based("lat_bucket", ("le", "+Inf"), 6));
+    assert!(based("lat_sum", ("pod", "p"), 5));
+}
