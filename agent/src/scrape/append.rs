@@ -464,7 +464,7 @@ impl TargetState {
         let mut appended = 0u64;
         let mut limit_hit = false;
         let mut failure: Option<String> = None;
-        // Candidates to build new series' labels on (see `define`).
+        // Candidates to build new series' labels on (see `Near`).
         let mut near = Near::default();
         loop {
             let entry = match parser.next_entry() {
