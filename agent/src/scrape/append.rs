@@ -162,7 +162,8 @@ pub struct TargetState {
     pending: HashMap<u64, SeriesLabels>,
     /// Seeds the fingerprints; see the module header.
     seed: u64,
-    /// The current scrape's generation; the previous scrape's is `generation - 1`.
+    /// Scrapes begun, this one included: every 16th sweeps the cache. (Entries keep flags
+    /// relative to the latest scrapes, not generation numbers; see [`CacheEntry`].)
     generation: u32,
     metadata: HashMap<String, BatchMetadata>,
     report: Vec<SeriesDef>,
@@ -396,7 +397,6 @@ impl TargetState {
             out.error = Some(e.clone());
         }
         // Stale markers for series tracked by the previous scrape and not by this one.
-        let g = self.generation;
         let first_marker = out.samples.len();
         for e in self.cache.values_mut() {
             if e.age()
@@ -407,7 +407,7 @@ impl TargetState {
         }
         // Forget what has not been seen for a while, so churn does not grow the cache. (A
         // series tracked by this scrape or the last was seen by it, so it stays.)
-        if g.is_multiple_of(16) {
+        if self.generation.is_multiple_of(16) {
             let pending = &mut self.pending;
             self.cache.retain(|e| {
                 let keep = e.unseen() < EVICT_AFTER;
