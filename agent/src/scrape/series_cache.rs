@@ -10,6 +10,12 @@
 //! many entries out of place, the next scrape records its order and the entries are laid out
 //! in it again.
 //!
+//! The index exists only while a scrape needs it. A steady scrape finds every entry at the
+//! cursor and never builds it; the first lookup the cursor cannot answer builds it from the
+//! entries (a pass over them, about what the scrape's fingerprints cost already), and every
+//! scrape's end drops it. At 2,500 series a target's index is about 20 KB, 8 bytes a series,
+//! which no longer sits beside every steady target between its scrapes.
+//!
 //! Positions returned by [`find`](SeriesCache::find) and [`insert`](SeriesCache::insert) hold
 //! until [`end_scrape`](SeriesCache::end_scrape) or [`retain`](SeriesCache::retain), which
 //! may move entries.
@@ -33,7 +39,8 @@ fn halves(key: u128) -> [u64; 2] {
 #[derive(Debug)]
 pub struct SeriesCache<E> {
     slots: Vec<Slot<E>>,
-    index: HashTable<u32>,
+    /// Positions by key, when this scrape has needed them; it covers every slot.
+    index: Option<HashTable<u32>>,
     /// The position the next lookup expects.
     cursor: usize,
     /// Lookups of this scrape that found their entry elsewhere than at the cursor. (A new
@@ -46,7 +53,7 @@ pub struct SeriesCache<E> {
 
 impl<E> Default for SeriesCache<E> {
     fn default() -> Self {
-        SeriesCache { slots: Vec::new(), index: HashTable::new(), cursor: 0, misses: 0, order: None }
+        SeriesCache { slots: Vec::new(), index: None, cursor: 0, misses: 0, order: None }
     }
 }
 
@@ -60,14 +67,17 @@ impl<E> SeriesCache<E> {
         self.slots.len()
     }
 
-    fn lookup(&self, key: &[u64; 2]) -> Option<usize> {
+    /// Looks `key` up in the index, building the index first if this scrape has not yet.
+    fn lookup(&mut self, key: &[u64; 2]) -> Option<usize> {
         let slots = &self.slots;
-        self.index.find(hash(key), |&i| slots[i as usize].key == *key).map(|&i| i as usize)
+        let index = self.index.get_or_insert_with(|| index_of(slots));
+        index.find(hash(key), |&i| slots[i as usize].key == *key).map(|&i| i as usize)
     }
 
     /// Whether `key` is cached; the cursor stays where it is.
-    pub fn contains(&self, key: u128) -> bool {
-        self.lookup(&halves(key)).is_some()
+    pub fn contains(&mut self, key: u128) -> bool {
+        let key = halves(key);
+        self.slots.get(self.cursor).is_some_and(|s| s.key == key) || self.lookup(&key).is_some()
     }
 
     /// The position of `key`'s entry, moving the cursor past it.
@@ -90,11 +100,15 @@ impl<E> SeriesCache<E> {
     /// Adds an entry for a key that is not cached, at the end, and returns its position. The
     /// cursor stays: the next series in the scrape is likely the one after the previous hit.
     pub fn insert(&mut self, key: u128, entry: E) -> usize {
-        debug_assert!(!self.contains(key));
+        debug_assert!(self.index.is_none() || !self.contains(key));
         let (i, key) = (self.slots.len(), halves(key));
         self.slots.push(Slot { key, entry });
-        let slots = &self.slots;
-        self.index.insert_unique(hash(&key), i as u32, |&j| hash(&slots[j as usize].key));
+        // Without an index there is nothing to update: the next lookup that needs one builds
+        // it from the slots, this one included.
+        if let Some(index) = &mut self.index {
+            let slots = &self.slots;
+            index.insert_unique(hash(&key), i as u32, |&j| hash(&slots[j as usize].key));
+        }
         if let Some(order) = &mut self.order {
             order.push(i as u32);
         }
@@ -118,14 +132,16 @@ impl<E> SeriesCache<E> {
         let before = self.slots.len();
         self.slots.retain(|s| keep(&s.entry));
         if self.slots.len() != before {
-            self.rebuild_index();
+            self.index = None;
         }
     }
 
     /// Closes a scrape: lays the entries out in its order if it was recorded, or has the next
     /// scrape record its order if this one found more than one entry in 16 out of place.
-    /// Growth's spare capacity is given back, so a slot costs its size and no more.
+    /// Growth's spare capacity is given back, so a slot costs its size and no more, and the
+    /// index is dropped (module header).
     pub fn end_scrape(&mut self) {
+        self.index = None;
         if let Some(order) = self.order.take() {
             self.reorder(&order);
         } else if self.misses > 8 && self.misses > self.slots.len() / 16 {
@@ -135,7 +151,7 @@ impl<E> SeriesCache<E> {
         self.misses = 0;
         let n = self.slots.len();
         if self.slots.capacity() > n + n / 8 + 16 {
-            self.slots.shrink_to(n + n / 16);
+            self.slots.shrink_to_fit();
         }
     }
 
@@ -152,17 +168,22 @@ impl<E> SeriesCache<E> {
         }
         slots.extend(old.into_iter().flatten());
         self.slots = slots;
-        self.rebuild_index();
+        self.index = None;
     }
 
-    fn rebuild_index(&mut self) {
-        let slots = &self.slots;
-        let mut index = HashTable::with_capacity(slots.len());
-        for (i, s) in slots.iter().enumerate() {
-            index.insert_unique(hash(&s.key), i as u32, |&j| hash(&slots[j as usize].key));
-        }
-        self.index = index;
+    /// Whether the index is built: for tests.
+    #[cfg(test)]
+    fn indexed(&self) -> bool {
+        self.index.is_some()
     }
+}
+
+fn index_of<E>(slots: &[Slot<E>]) -> HashTable<u32> {
+    let mut index = HashTable::with_capacity(slots.len());
+    for (i, s) in slots.iter().enumerate() {
+        index.insert_unique(hash(&s.key), i as u32, |&j| hash(&slots[j as usize].key));
+    }
+    index
 }
 
 #[cfg(test)]
@@ -203,6 +224,35 @@ mod tests {
         assert_eq!(scrape(&mut c, &spread), 200);
         assert_eq!(scrape(&mut c, &spread), 0);
         assert_eq!(c.len(), 1100);
+    }
+
+    #[test]
+    fn only_a_scrape_the_cursor_cannot_answer_builds_the_index() {
+        let mut c = SeriesCache::default();
+        let keys: Vec<u128> = (0..500).map(|k| k * 31).collect();
+        scrape(&mut c, &keys);
+        assert!(!c.indexed(), "the scrape's end drops the index");
+        // A steady scrape, with the guessing parser's check before each lookup.
+        for &k in &keys {
+            assert!(c.contains(k));
+            assert!(c.find(k).is_some());
+        }
+        assert!(!c.indexed(), "every key was at the cursor");
+        c.end_scrape();
+        // One new series halfway: its lookup needs the index, and the series after it is
+        // found through it too.
+        let mut grown = keys.clone();
+        grown.insert(250, 7);
+        for &k in &grown[..250] {
+            assert!(c.find(k).is_some());
+        }
+        assert!(!c.contains(7) && c.indexed());
+        let at = c.insert(7, 7);
+        assert_eq!(c.find(keys[250]), Some(250));
+        assert_eq!(c.find(7), Some(at), "an insert after the index was built is in it");
+        c.end_scrape();
+        assert!(!c.indexed());
+        assert_eq!(c.len(), 501);
     }
 
     #[test]
