@@ -111,8 +111,7 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 WriteProto::V1 => super::wire::rw1(&job.payload, cfg.send_exemplars, &mut raw),
                 WriteProto::V2 => rw2.encode(&job.payload, &mut raw),
             }
-            let mut body = Vec::new();
-            snappy.encode_into(&raw, &mut body);
+            let body = snappy.encode(&raw);
             if cfg.max_bytes_per_second > 0 {
                 let wait = {
                     let mut r = shared.rate.lock().expect("rate lock");
