@@ -5,8 +5,21 @@
 //! matters for `labelmap`: iteration visits the unmodified base labels in sorted order, then
 //! the added or modified ones in the order they were set, so when two sources map to the same
 //! name, the later-visited one wins (golden case G-R10).
+//!
+//! Also here: [`put_key`], labels as the bytes of a map key.
 
 use ferry_protocol::{Label, LabelSet};
+
+/// Appends `labels` to `out` as a key: each name and each value followed by 0xff, which never
+/// occurs in UTF-8, so different label lists give different bytes.
+pub fn put_key<'a>(out: &mut Vec<u8>, labels: impl IntoIterator<Item = &'a Label>) {
+    for l in labels {
+        out.extend_from_slice(l.name.as_bytes());
+        out.push(0xff);
+        out.extend_from_slice(l.value.as_bytes());
+        out.push(0xff);
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Builder {

@@ -191,13 +191,7 @@ struct Near {
 impl Near {
     fn define(&mut self, ls: &LabelSet) -> SeriesLabels {
         self.key.clear();
-        for l in ls.iter().filter(|l| l.name != METRIC_NAME) {
-            // 0xff never occurs in UTF-8, so the separators keep the key unambiguous.
-            self.key.extend_from_slice(l.name.as_bytes());
-            self.key.push(0xff);
-            self.key.extend_from_slice(l.value.as_bytes());
-            self.key.push(0xff);
-        }
+        crate::labels::put_key(&mut self.key, ls.iter().filter(|l| l.name != METRIC_NAME));
         // A collision only offers a candidate that shares too little to be used.
         let group = xxhash_rust::xxh3::xxh3_64(&self.key);
         let labels = SeriesLabels::from_set_near(ls, self.last.iter().chain(self.groups.get(&group)));

@@ -164,12 +164,7 @@ pub fn populate(job: &Job, target: &BTreeMap<String, String>, group: &BTreeMap<S
             .expect("subset of a valid set");
     let url = target_url(job, &labels);
     let mut id = Vec::with_capacity(256);
-    for l in &labels {
-        id.extend_from_slice(l.name.as_bytes());
-        id.push(0xff);
-        id.extend_from_slice(l.value.as_bytes());
-        id.push(0xff);
-    }
+    crate::labels::put_key(&mut id, &labels);
     id.extend_from_slice(url.as_bytes());
     Outcome::Active(Target { hash: fnv1a(&id), labels, discovered, public, url, interval: iv, timeout: to })
 }
