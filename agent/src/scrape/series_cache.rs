@@ -74,16 +74,21 @@ impl<E> SeriesCache<E> {
         index.find(hash(key), |&i| slots[i as usize].key == *key).map(|&i| i as usize)
     }
 
+    /// Whether the entry at the cursor has `key`: the lookup a steady scrape makes.
+    fn at_cursor(&self, key: &[u64; 2]) -> bool {
+        self.slots.get(self.cursor).is_some_and(|s| s.key == *key)
+    }
+
     /// Whether `key` is cached; the cursor stays where it is.
     pub fn contains(&mut self, key: u128) -> bool {
         let key = halves(key);
-        self.slots.get(self.cursor).is_some_and(|s| s.key == key) || self.lookup(&key).is_some()
+        self.at_cursor(&key) || self.lookup(&key).is_some()
     }
 
     /// The position of `key`'s entry, moving the cursor past it.
     pub fn find(&mut self, key: u128) -> Option<usize> {
         let key = halves(key);
-        let i = if self.slots.get(self.cursor).is_some_and(|s| s.key == key) {
+        let i = if self.at_cursor(&key) {
             self.cursor
         } else {
             let i = self.lookup(&key)?;
