@@ -42,6 +42,8 @@ struct Request {
     headers: BTreeMap<String, String>,
     /// (series as `{a="b"}` text, timestamp, value bits) in request order.
     samples: Vec<(String, i64, u64)>,
+    /// How many `TimeSeries` carried them.
+    timeseries: usize,
     status: u16,
     at: Instant,
 }
@@ -105,7 +107,7 @@ impl Receiver {
                 return;
             }
             let proto = parse_content_type(headers.get("content-type").map(String::as_str)).unwrap();
-            let samples = decode(proto, &body);
+            let (samples, timeseries) = decode(proto, &body);
             let answer = self.state.lock().unwrap().script.pop_front().unwrap_or_else(Answer::ok);
             let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: 0\r\n", answer.status);
             if let Some(ra) = answer.retry_after {
@@ -119,6 +121,7 @@ impl Receiver {
                 proto,
                 headers,
                 samples,
+                timeseries,
                 status: answer.status,
                 at: Instant::now(),
             });
@@ -129,11 +132,14 @@ impl Receiver {
     }
 }
 
-fn decode(proto: WriteProto, body: &[u8]) -> Vec<(String, i64, u64)> {
+/// The samples of a request, and how many `TimeSeries` it has.
+fn decode(proto: WriteProto, body: &[u8]) -> (Vec<(String, i64, u64)>, usize) {
     let mut out = Vec::new();
+    let timeseries;
     match proto {
         WriteProto::V1 => {
             let req: rw1::WriteRequest = decode_body(body, 64 << 20).unwrap();
+            timeseries = req.timeseries.len();
             for ts in req.timeseries {
                 let ls = ferry_protocol::LabelSet::from_labels(ts.labels).unwrap().to_string();
                 for s in ts.samples {
@@ -143,6 +149,7 @@ fn decode(proto: WriteProto, body: &[u8]) -> Vec<(String, i64, u64)> {
         }
         WriteProto::V2 => {
             let req: rw2::Request = decode_body(body, 64 << 20).unwrap();
+            timeseries = req.timeseries.len();
             for ts in req.timeseries {
                 let ls = resolve_label_set(&ts.labels_refs, &req.symbols).unwrap().to_string();
                 for s in ts.samples {
@@ -151,7 +158,7 @@ fn decode(proto: WriteProto, body: &[u8]) -> Vec<(String, i64, u64)> {
             }
         }
     }
-    out
+    (out, timeseries)
 }
 
 /// Accepted samples of `up` for a target: the scrape timestamps that arrived.
@@ -201,6 +208,58 @@ fn one_scrape_per_request_in_order_with_the_spec_headers() {
     }
     let up = accepted_up(&reqs);
     assert!(up.windows(2).all(|w| w[0] < w[1]), "timestamps in order: {up:?}");
+}
+
+#[test]
+fn held_scrapes_merge_by_series_and_a_kill9_loses_none() {
+    let t = Target::start(Reply::text(&exposition(30)));
+    let rx = Receiver::start();
+    let config = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: {}\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {{batch_send_deadline: 4s, max_samples_per_send: 1000}}\nwal: {{sync_interval: 100ms}}\n",
+        t.addr,
+        rx.url()
+    );
+    let mut a = Agent::start("held", &config);
+    let scraped = |n: usize| -> Vec<i64> {
+        (0..n)
+            .map(|_| {
+                let b = a.wait_for(Duration::from_secs(10), |b| {
+                    b["samples"].as_array().is_some_and(|s| !s.is_empty())
+                });
+                b["timestamp"].as_i64().unwrap()
+            })
+            .collect()
+    };
+    let first = scraped(6);
+    wait_until(Duration::from_secs(20), || {
+        let up = accepted_up(&rx.requests());
+        first.iter().all(|t| up.contains(t))
+    });
+    let reqs = rx.requests();
+    assert!(
+        reqs.len() < first.len(),
+        "{} requests for {} scrapes: scrapes were held",
+        reqs.len(),
+        first.len()
+    );
+    // 30 series and 5 report series, each once per request with all its samples, in order.
+    let merged = reqs.iter().filter(|r| r.samples.len() > 35).count();
+    assert!(merged > 0, "some request carries more than one scrape");
+    for r in &reqs {
+        assert_eq!(r.timeseries, 35, "one TimeSeries per series");
+        assert_eq!(r.samples.len() % 35, 0, "whole scrapes only");
+        for w in r.samples.windows(2).filter(|w| w[0].0 == w[1].0) {
+            assert!(w[0].1 < w[1].1, "a series' samples in timestamp order: {w:?}");
+        }
+    }
+    // Scrapes held when the agent dies are in the WAL, unacknowledged: sent after restart.
+    let held = scraped(2);
+    std::thread::sleep(Duration::from_millis(300)); // the WAL sync interval
+    a.kill9_and_restart();
+    wait_until(Duration::from_secs(30), || {
+        let up = accepted_up(&rx.requests());
+        held.iter().all(|t| up.contains(t))
+    });
 }
 
 #[test]

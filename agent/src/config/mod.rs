@@ -125,7 +125,12 @@ pub struct RemoteWrite {
     pub max_shards: u64,
     pub min_shards: u64,
     pub max_samples_per_send: u64,
+    /// How long a target's scrapes may be held for more of them (0: until the queue has
+    /// read all the WAL holds).
     pub batch_send_deadline: Duration,
+    /// Samples held per lane while requests are packed (`capacity`; `max_shards` times this
+    /// in all).
+    pub capacity: u64,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub retry_on_http_429: bool,
@@ -709,7 +714,8 @@ impl Config {
                 max_shards,
                 min_shards,
                 max_samples_per_send: max_samples,
-                batch_send_deadline: q.batch_send_deadline.map_or(Duration::from_secs(5), |d| d.0),
+                batch_send_deadline: q.batch_send_deadline.map_or(Duration::ZERO, |d| d.0),
+                capacity: q.capacity.unwrap_or(10_000),
                 min_backoff,
                 max_backoff,
                 retry_on_http_429: q.retry_on_http_429.unwrap_or(true),

@@ -3,5 +3,6 @@
 pub mod client;
 pub mod encode;
 pub mod id_runs;
+pub mod packing;
 pub mod queue;
 pub mod wire;

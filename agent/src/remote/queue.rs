@@ -2,9 +2,10 @@
 //!
 //! The dispatcher reads WAL records from the endpoint's cursor, turns each into request data
 //! (external labels, `write_relabel_configs`, cached per series) and packs *whole scrapes*
-//! into requests of up to `max_samples_per_send` samples; a larger scrape is split into
-//! consecutive parts. Requests go to lanes by target, so every scrape of a target travels on
-//! one lane and per-series order holds; a lane retries a request before it sends anything
+//! into requests of up to `max_samples_per_send` samples (`packing`: held per target until
+//! due, a target's scrapes merged by series); a larger scrape is split into consecutive
+//! parts. Requests go to lanes by target, so every scrape of a target travels on one lane
+//! and per-series order holds; a lane retries a request before it sends anything
 //! after it. The cursor only moves past records all of whose parts are done (sent, or dropped
 //! for a reason that is counted), so a crash re-sends at most what was in flight.
 //!
@@ -12,7 +13,7 @@
 //! period behind the WAL, down when it kept up; only between requests, when nothing is in
 //! flight, so order holds across the change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,11 +24,11 @@ use tokio::sync::{mpsc, watch};
 use super::client::{self, Outcome};
 use super::encode::{FamilyMeta, Payload, Sample, SeriesInfo, SeriesList, SeriesRef, family_candidates};
 use super::id_runs::IdRuns;
+use super::packing::{Job, MetadataEntry, Packing};
 use crate::config::RemoteWrite;
 use crate::labels::Builder;
 use crate::relabel;
 use crate::scrape::fetch::Fetcher;
-use crate::scrape::parse::MetricType;
 use crate::scrape::scrape_loop::now_ms;
 use crate::series_labels::SeriesLabels;
 use crate::wal::{Pos, Wal};
@@ -50,15 +51,6 @@ pub struct EndpointMetrics {
     pub last_sent_ts: AtomicI64,
     pub cursor_segment: AtomicU64,
     pub cursor_offset: AtomicU64,
-}
-
-/// A request waiting to go out, with the records it completes.
-#[derive(Debug)]
-struct Job {
-    payload: Payload,
-    /// Starts of the records this job carries (all of them, or a part).
-    records: Vec<Pos>,
-    newest_ts: i64,
 }
 
 #[derive(Debug)]
@@ -415,7 +407,12 @@ pub async fn run(
     let mut acked = start;
     let mut floor = start;
     let mut last_ack_write = Instant::now();
-    let mut pending: HashMap<usize, Job> = HashMap::new();
+    // Held scrapes, until due; the cap bounds what a backlog of many small targets holds.
+    let mut pending = Packing::new(
+        max,
+        cfg.batch_send_deadline,
+        (cfg.capacity as usize).max(max) * cfg.max_shards as usize,
+    );
     let mut series = Series::default();
     let mut last_sweep = Instant::now();
     let mut period = Instant::now();
@@ -467,7 +464,8 @@ pub async fn run(
             }
         }
         // Lane scaling, between requests only.
-        if period.elapsed() >= Duration::from_secs(10) && inflight.is_empty() && pending.is_empty() {
+        // Held scrapes are not a lane's yet: only what lanes were given must be done.
+        if period.elapsed() >= Duration::from_secs(10) && inflight.len() == pending.records() {
             let n = lanes.len() as u64;
             let want = if kept_up { (n / 2).max(cfg.min_shards) } else { (n * 2).min(cfg.max_shards) };
             if want != n {
@@ -489,13 +487,15 @@ pub async fn run(
         };
         let Some(entry) = entry else {
             kept_up = true;
-            // Caught up: send what is packed, then wait for more data or completions.
-            let jobs: Vec<(usize, Job)> = pending.drain().collect();
-            for (lane_no, job) in jobs {
+            // Caught up: send what is due, then wait for more data, completions or the next
+            // deadline.
+            let n = lanes.len() as u64;
+            for (lane_no, job) in pending.take_due(stopping.is_some(), |t| (t % n) as usize) {
                 if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
                     break 'dispatch;
                 }
             }
+            let wake = pending.next_due().map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
             tokio::select! {
                 _ = end_rx.changed() => {}
                 Some((records, ts)) = done_rx.recv() => {
@@ -509,7 +509,7 @@ pub async fn run(
                     }
                     metrics.last_sent_ts.fetch_max(ts, Relaxed);
                 }
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(wake) => {}
                 _ = stop.changed(), if stopping.is_none() => {
                     stopping = Some(Instant::now());
                 }
@@ -524,7 +524,7 @@ pub async fn run(
         for md in &entry.batch.metadata {
             series.learn_metadata(md);
         }
-        let metadata: Vec<(String, MetricType, String, String)> = entry
+        let metadata: Vec<MetadataEntry> = entry
             .batch
             .metadata
             .iter()
@@ -566,19 +566,17 @@ pub async fn run(
             super::encode::apply_created(&mut samples);
         }
         // Pack: whole scrapes per request; a scrape bigger than a request is split into
-        // consecutive parts on its lane.
-        let lane_no = (entry.batch.target % lanes.len() as u64) as usize;
+        // consecutive parts on its lane, after whatever of its target is held.
+        let target = entry.batch.target;
+        let lane_no = (target % lanes.len() as u64) as usize;
         let newest_ts = entry.batch.timestamp;
         let n = samples.len();
-        if let Some(p) = pending.get(&lane_no)
-            && p.payload.samples() + n > max
-        {
-            let job = pending.remove(&lane_no).expect("checked");
-            if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
+        if n > max {
+            if let Some(job) = pending.take(target)
+                && !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await
+            {
                 break 'dispatch;
             }
-        }
-        if n > max {
             let parts = n.div_ceil(max);
             inflight.insert(entry.at, parts);
             let mut metadata = Some(metadata);
@@ -594,15 +592,13 @@ pub async fn run(
             }
         } else {
             inflight.insert(entry.at, 1);
-            let job = pending.entry(lane_no).or_insert_with(|| Job {
-                payload: Payload::default(),
-                records: Vec::new(),
-                newest_ts: 0,
-            });
-            job.payload.samples.extend(samples);
-            job.payload.metadata.extend(metadata);
-            job.records.push(entry.at);
-            job.newest_ts = job.newest_ts.max(newest_ts);
+            let first = pending.add(target, samples, metadata, entry.at, newest_ts);
+            let due = pending.is_due(target).then(|| pending.take(target)).flatten();
+            for job in first.into_iter().chain(due) {
+                if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
+                    break 'dispatch;
+                }
+            }
         }
         if last_sweep.elapsed() >= Duration::from_secs(60) {
             series.forget_idle(Duration::from_secs(600));
@@ -624,6 +620,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::scrape::batch::{BatchMetadata, BatchSample, ScrapeBatch, SeriesDef};
+    use crate::scrape::parse::MetricType;
     use crate::wal::Options;
 
     fn labels(name: &str, i: u64) -> SeriesLabels {
