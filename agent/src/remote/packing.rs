@@ -130,11 +130,16 @@ impl Packing {
         !self.deadline.is_zero() && self.held.get(&target).is_some_and(|h| h.since.elapsed() >= self.deadline)
     }
 
+    /// Whether more than the cap is held: then everything is due.
+    pub fn over_cap(&self) -> bool {
+        self.samples > self.cap
+    }
+
     /// Takes the targets that are due (all of them when `all`, or when more than the cap is
     /// held) and packs them into jobs per lane of up to `max_samples` samples each; `lane`
     /// maps a target to its lane.
     pub fn take_due(&mut self, all: bool, lane: impl Fn(u64) -> usize) -> Vec<(usize, Job)> {
-        let all = all || self.samples > self.cap;
+        let all = all || self.over_cap();
         let mut due: Vec<u64> = self
             .held
             .iter()
@@ -235,7 +240,9 @@ mod tests {
         assert!(!p.is_due(0));
         assert!(p.take_due(false, |_| 0).is_empty());
         assert!(p.next_due().is_some_and(|d| d > Duration::from_secs(3000)));
+        assert!(!p.over_cap());
         p.add(1, scrape(&a, 10), vec![], pos(1), 10);
+        assert!(p.over_cap());
         assert_eq!(p.take_due(false, |_| 0).len(), 1, "8 held, above the cap of 6");
     }
 }

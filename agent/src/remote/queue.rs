@@ -594,7 +594,12 @@ pub async fn run(
             inflight.insert(entry.at, 1);
             let first = pending.add(target, samples, metadata, entry.at, newest_ts);
             let due = pending.is_due(target).then(|| pending.take(target)).flatten();
-            for job in first.into_iter().chain(due) {
+            let mut jobs: Vec<(usize, Job)> = first.into_iter().chain(due).map(|j| (lane_no, j)).collect();
+            if pending.over_cap() {
+                let n = lanes.len() as u64;
+                jobs.extend(pending.take_due(true, |t| (t % n) as usize));
+            }
+            for (lane_no, job) in jobs {
                 if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
                     break 'dispatch;
                 }
