@@ -31,7 +31,8 @@ mod targets;
 const TARGETS: usize = 200;
 const SERIES: usize = 2500;
 
-fn payloads(whole: bool) -> Vec<Payload> {
+/// Each target's first `scrapes` scrapes, as the queue's payloads (one per scrape).
+fn payloads(whole: bool, scrapes: u64) -> Vec<Vec<Payload>> {
     let yaml = "scrape_configs: [{job_name: bench, scrape_interval: 10s}]";
     let job = Config::parse(yaml, Path::new("bench.yaml"), false, |_| None).unwrap().jobs.remove(0);
     let ids = Arc::new(AtomicU64::new(1));
@@ -39,15 +40,20 @@ fn payloads(whole: bool) -> Vec<Payload> {
     let mut body = String::new();
     for t in 0..TARGETS {
         let expo = targets::Exposition::new(t, SERIES, 0.0);
-        expo.render(1, &mut body);
         let public =
             LabelSet::from_pairs([("instance", format!("127.0.0.1:{}", 20000 + t)), ("job", "bench".into())])
                 .unwrap();
         let mut st = TargetState::new(public, t as u64, ids.clone());
-        let fetched =
-            Fetched::Body { body: &body, content_type: Some("text/plain"), decoded_len: body.len() };
-        let batch = st.scrape(&job, fetched, 10_000, 10_000, 0.0);
-        assert!(batch.error.is_none(), "{:?}", batch.error);
+        let mut scrape = |seq: u64| {
+            expo.render(seq, &mut body);
+            let fetched =
+                Fetched::Body { body: &body, content_type: Some("text/plain"), decoded_len: body.len() };
+            let ts = seq as i64 * 10_000;
+            let batch = st.scrape(&job, fetched, ts, ts, 0.0);
+            assert!(batch.error.is_none(), "{:?}", batch.error);
+            batch
+        };
+        let batch = scrape(1);
         // The queue's view: one list per target in sample order, family metadata shared.
         let families: hashbrown::HashMap<&str, FamilyMeta> = batch
             .metadata
@@ -67,15 +73,67 @@ fn payloads(whole: bool) -> Vec<Payload> {
                 Some(SeriesInfo::new(l, md))
             })
             .collect();
-        let samples = batch
-            .samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Sample::new(SeriesRef::at(&list, i).unwrap(), s.timestamp, s.value))
-            .collect();
-        out.push(Payload { samples, metadata: Vec::new() });
+        let payload = |batch: &ferry_agent::scrape::batch::ScrapeBatch| {
+            let samples = batch
+                .samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Sample::new(SeriesRef::at(&list, i).unwrap(), s.timestamp, s.value))
+                .collect();
+            Payload { samples, metadata: Vec::new() }
+        };
+        let mut per_target = vec![payload(&batch)];
+        for seq in 2..=scrapes {
+            let next = scrape(seq);
+            assert_eq!(next.samples.len(), batch.samples.len(), "the bench's series are steady");
+            per_target.push(payload(&next));
+        }
+        out.push(per_target);
     }
     out
+}
+
+/// Compressed RW2 and RW1 bytes per sample for the request shapes a queue can send: each
+/// scrape split at 2,000 samples (Prometheus' `max_samples_per_send`), each scrape whole, and
+/// 2, 3 and 6 consecutive scrapes of a target in one request with each series' samples
+/// together.
+fn wire_report() {
+    let scrapes = 6;
+    let all = payloads(false, scrapes);
+    let mut rw2 = Rw2Encoder::new();
+    let mut snappy = BlockEncoder::default();
+    let (mut buf, mut compressed) = (Vec::new(), Vec::new());
+    let mut measure = |requests: &mut dyn Iterator<Item = Payload>| {
+        let (mut samples, mut v2, mut v1) = (0usize, 0usize, 0usize);
+        for p in requests {
+            samples += p.samples();
+            rw2.encode(&p, &mut buf);
+            snappy.encode_into(&buf, &mut compressed);
+            v2 += compressed.len();
+            rw1(&p, false, &mut buf);
+            snappy.encode_into(&buf, &mut compressed);
+            v1 += compressed.len();
+        }
+        (v2 as f64 / samples as f64, v1 as f64 / samples as f64)
+    };
+    println!("| request | RW2 B/sample | RW1 B/sample | RW2/RW1 |");
+    println!("|---|---|---|---|");
+    let row = |what: &str, (v2, v1): (f64, f64)| println!("| {what} | {v2:.1} | {v1:.1} | {:.2} |", v2 / v1);
+    row(
+        "a scrape, split at 2,000",
+        measure(&mut all.iter().flat_map(|t| {
+            t[0].samples.chunks(2000).map(|c| Payload { samples: c.to_vec(), metadata: Vec::new() })
+        })),
+    );
+    row("a scrape", measure(&mut all.iter().map(|t| t[0].clone())));
+    for k in [2usize, 3, 6] {
+        let merged = |t: &Vec<Payload>| {
+            let n = t[0].samples();
+            let samples = (0..n).flat_map(|i| t[..k].iter().map(move |p| p.samples[i].clone())).collect();
+            Payload { samples, metadata: Vec::new() }
+        };
+        row(&format!("{k} scrapes of a target"), measure(&mut all.iter().map(merged)));
+    }
 }
 
 fn main() {
@@ -83,8 +141,12 @@ fn main() {
         .skip_while(|a| a != "--rounds")
         .nth(1)
         .map_or(15, |r| r.parse().expect("--rounds N"));
+    if std::env::args().any(|a| a == "--wire") {
+        wire_report();
+        return;
+    }
     let whole = std::env::args().any(|a| a == "--whole");
-    let payloads = payloads(whole);
+    let payloads: Vec<Payload> = payloads(whole, 1).into_iter().flatten().collect();
     let samples: usize = payloads.iter().map(|p| p.samples.len()).sum();
     let mut rw2 = Rw2Encoder::new();
     let mut snappy = BlockEncoder::default();

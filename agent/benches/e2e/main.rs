@@ -10,6 +10,7 @@
 //! ```sh
 //! cargo bench -p ferry-agent --bench e2e -- --targets 50 --series 2000 [--reps 3]
 //!     [--agents ferry-rw2,ferry-rw1,prometheus] [--scenario steady|churn|flap|outage]
+//!     [--queue-config '{batch_send_deadline: 15s, max_samples_per_send: 6000}']
 //! ```
 
 mod proc;
@@ -58,6 +59,10 @@ struct Args {
     scenario: String,
     #[arg(long, default_value_t = 60)]
     outage_secs: u64,
+    /// A `queue_config` for every agent's remote write, as a YAML flow mapping, e.g.
+    /// `'{batch_send_deadline: 15s, max_samples_per_send: 6000, capacity: 30000}'`.
+    #[arg(long)]
+    queue_config: Option<String>,
     /// The ferry-agent binary (default: the one this bench was built with).
     #[arg(long)]
     ferry_bin: Option<PathBuf>,
@@ -141,8 +146,9 @@ impl Measured {
 fn config(args: &Args, ports: &[u16], sink: u16, rw2: bool) -> String {
     let targets: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
     let proto = if rw2 { "\n    protobuf_message: io.prometheus.write.v2.Request" } else { "" };
+    let queue = args.queue_config.as_ref().map_or(String::new(), |q| format!("\n    queue_config: {q}"));
     format!(
-        "global:\n  scrape_interval: {i}s\n  scrape_timeout: {t}s\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{}]\nremote_write:\n  - url: http://127.0.0.1:{sink}/api/v1/write{proto}\n",
+        "global:\n  scrape_interval: {i}s\n  scrape_timeout: {t}s\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{}]\nremote_write:\n  - url: http://127.0.0.1:{sink}/api/v1/write{proto}{queue}\n",
         targets.join(", "),
         i = args.interval,
         t = args.interval.min(10),
