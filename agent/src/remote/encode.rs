@@ -77,6 +77,11 @@ impl SeriesList {
         run.checked_sub(1).and_then(|r| runs[r].1.as_ref())
     }
 
+    /// Whether both are the same list (not only equal ones).
+    pub fn same(&self, other: &SeriesList) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The series at `i` as one value, if it is sent.
     pub fn get(&self, i: usize) -> Option<SeriesInfo> {
         let labels = self.labels(i)?.clone();
@@ -129,9 +134,14 @@ impl SeriesRef {
         SeriesRef { list: SeriesList::from(vec![Some(info)]), idx: 0 }
     }
 
-    /// Whether both point into the same list.
-    fn same_list(&self, other: &SeriesRef) -> bool {
-        Arc::ptr_eq(&self.list.0, &other.list.0)
+    /// The list this points into.
+    pub fn list(&self) -> &SeriesList {
+        &self.list
+    }
+
+    /// The position in the list.
+    pub fn position(&self) -> u32 {
+        self.idx
     }
 
     /// Whether both point at the same entry of the same list.
@@ -209,50 +219,6 @@ pub fn apply_created(samples: &mut [Sample]) {
             s.start_timestamp = ((v * 1000.0) as i64).max(1);
         }
     }
-}
-
-/// Merges `scrape`, a target's next scrape, into `earlier`, the samples of its scrapes before
-/// it in the same request, so that every series' samples stay together in timestamp order:
-/// one `TimeSeries` per series per request, whose labels (RW1) or refs (RW2) are written
-/// once however many scrapes it carries.
-///
-/// Merging is by position, so it needs both to point into one series list (the target's
-/// series did not change between the scrapes), `earlier` in position order, `scrape` in
-/// strictly increasing positions, and every series' new sample later than its earlier ones.
-/// Otherwise nothing changes and the scrape is handed back: it then goes in the request as
-/// its own run of series, which is still correct, only larger.
-pub fn merge_scrape(earlier: &mut Vec<Sample>, scrape: Vec<Sample>) -> Result<(), Vec<Sample>> {
-    let Some(first) = earlier.first() else {
-        *earlier = scrape;
-        return Ok(());
-    };
-    let one_list = earlier.iter().chain(&scrape).all(|s| s.series.same_list(&first.series));
-    let earlier_sorted = earlier.windows(2).all(|w| w[0].series.idx <= w[1].series.idx);
-    let scrape_sorted = scrape.windows(2).all(|w| w[0].series.idx < w[1].series.idx);
-    if !(one_list && earlier_sorted && scrape_sorted) {
-        return Err(scrape);
-    }
-    // Every series' samples must stay in timestamp order: check before moving anything.
-    let mut i = 0;
-    for s in &scrape {
-        while i < earlier.len() && earlier[i].series.idx <= s.series.idx {
-            if earlier[i].series.idx == s.series.idx && earlier[i].timestamp >= s.timestamp {
-                return Err(scrape);
-            }
-            i += 1;
-        }
-    }
-    let mut merged = Vec::with_capacity(earlier.len() + scrape.len());
-    let mut before = std::mem::take(earlier).into_iter().peekable();
-    for s in scrape {
-        while let Some(e) = before.next_if(|e| e.series.idx <= s.series.idx) {
-            merged.push(e);
-        }
-        merged.push(s);
-    }
-    merged.extend(before);
-    *earlier = merged;
-    Ok(())
 }
 
 /// What one request carries, kept decoded so it can be re-encoded (RW2 → RW1 fallback).
@@ -476,36 +442,5 @@ mod tests {
         let mut t = SymbolTable::new();
         let r = Payload { samples, metadata: vec![] }.rw2(&mut t);
         assert_eq!(r.timeseries[0].samples[0].start_timestamp, 1_520_872_607_123);
-    }
-
-    #[test]
-    fn scrapes_of_a_target_merge_by_series() {
-        let labels = |i: usize| SeriesLabels::from_sorted([("__name__", "m"), ("i", &*i.to_string())]);
-        let list: SeriesList = (0..4).map(|i| Some(SeriesInfo::new(labels(i), None))).collect();
-        let scrape = |ts: i64, at: &[usize]| -> Vec<Sample> {
-            at.iter().map(|&i| Sample::new(SeriesRef::at(&list, i).unwrap(), ts, ts as f64)).collect()
-        };
-        let shape = |v: &[Sample]| v.iter().map(|s| (s.series.idx, s.timestamp)).collect::<Vec<_>>();
-        let mut req = Vec::new();
-        merge_scrape(&mut req, scrape(10, &[0, 1, 3])).unwrap();
-        merge_scrape(&mut req, scrape(20, &[0, 2, 3])).unwrap();
-        merge_scrape(&mut req, scrape(30, &[1, 3])).unwrap();
-        assert_eq!(
-            shape(&req),
-            [(0, 10), (0, 20), (1, 10), (1, 30), (2, 20), (3, 10), (3, 20), (3, 30)],
-            "each series' samples together, in timestamp order"
-        );
-        let p = Payload { samples: req.clone(), metadata: vec![] };
-        let r1 = p.rw1(false);
-        assert_eq!(r1.timeseries.len(), 4, "one TimeSeries per series");
-        assert_eq!(r1.timeseries[3].samples.iter().map(|s| s.timestamp).collect::<Vec<_>>(), [10, 20, 30]);
-        // What cannot merge is handed back whole and leaves the request as it was.
-        let before = shape(&req);
-        assert_eq!(merge_scrape(&mut req, scrape(20, &[2])).unwrap_err().len(), 1, "not later");
-        assert_eq!(merge_scrape(&mut req, scrape(40, &[2, 1])).unwrap_err().len(), 2, "out of order");
-        let other: SeriesList = (0..4).map(|i| Some(SeriesInfo::new(labels(i), None))).collect();
-        let moved = vec![Sample::new(SeriesRef::at(&other, 0).unwrap(), 40, 1.0)];
-        assert!(merge_scrape(&mut req, moved).is_err(), "another list: the target's series changed");
-        assert_eq!(shape(&req), before);
     }
 }

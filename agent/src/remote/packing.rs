@@ -1,8 +1,8 @@
 //! Requests being packed: the scrapes the dispatcher has read from the WAL and not yet
 //! handed to a lane, held per target.
 //!
-//! A target's consecutive scrapes merge by series ([`merge_scrape`]): each series goes in
-//! the request once, with all its samples, so its labels (RW1) or refs and symbols (RW2)
+//! A target's consecutive scrapes merge by series: each series goes in the request once,
+//! with all its samples, so its labels (RW1) or refs and symbols (RW2)
 //! travel once per request instead of once per scrape. A target's scrapes are held until
 //! one more would pass `max_samples_per_send`, or the first has waited
 //! `batch_send_deadline` (at the default, 0, that is as soon as the dispatcher has read all
@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::encode::{Payload, Sample, merge_scrape};
+use super::encode::{Payload, Sample, SeriesList, SeriesRef};
 use crate::scrape::parse::MetricType;
 use crate::wal::Pos;
 
@@ -27,12 +27,94 @@ pub struct Job {
     pub newest_ts: i64,
 }
 
+/// Consecutive scrapes of one target over the same series list, kept compact until sent:
+/// a held sample is its position in the list and its value, 12 bytes where a [`Sample`] is
+/// 48 (at 500k series held one scrape longer, 6 MB against 24).
+#[derive(Debug)]
+struct Merged {
+    list: SeriesList,
+    scrapes: Vec<Compact>,
+    /// The newest timestamp in them: a scrape joins only if all of its are later, so every
+    /// series' samples come out in timestamp order.
+    newest: i64,
+}
+
+#[derive(Debug)]
+struct Compact {
+    /// Positions in the list, strictly increasing.
+    at: Vec<u32>,
+    values: Vec<f64>,
+    /// One timestamp for all, or one each (a target that exposes its own).
+    ts: Result<i64, Vec<i64>>,
+}
+
+impl Compact {
+    /// `samples` compact, with their oldest and newest timestamps, if they can be: all in
+    /// `list`, in increasing positions, without start timestamps or exemplars.
+    fn of(samples: &[Sample], list: &SeriesList) -> Option<(Compact, i64, i64)> {
+        let plain = samples
+            .iter()
+            .all(|s| s.series.list().same(list) && s.start_timestamp == 0 && s.exemplars.is_none());
+        let increasing = samples.windows(2).all(|w| w[0].series.position() < w[1].series.position());
+        if !(plain && increasing) {
+            return None;
+        }
+        let first = samples.first()?.timestamp;
+        let (min, max) =
+            samples.iter().fold((first, first), |(lo, hi), s| (lo.min(s.timestamp), hi.max(s.timestamp)));
+        let ts = if min == max { Ok(first) } else { Err(samples.iter().map(|s| s.timestamp).collect()) };
+        let c = Compact {
+            at: samples.iter().map(|s| s.series.position()).collect(),
+            values: samples.iter().map(|s| s.value).collect(),
+            ts,
+        };
+        Some((c, min, max))
+    }
+
+    fn timestamp(&self, i: usize) -> i64 {
+        match &self.ts {
+            Ok(t) => *t,
+            Err(each) => each[i],
+        }
+    }
+}
+
+impl Merged {
+    /// Every series' samples together, series in list order, each's in scrape order.
+    fn samples_into(&self, out: &mut Vec<Sample>) {
+        let mut next = vec![0usize; self.scrapes.len()];
+        loop {
+            // The scrape whose next position is lowest; on a tie the earlier scrape.
+            let mut pick: Option<(usize, u32)> = None;
+            for (j, c) in self.scrapes.iter().enumerate() {
+                if let Some(&at) = c.at.get(next[j])
+                    && pick.is_none_or(|(_, lowest)| at < lowest)
+                {
+                    pick = Some((j, at));
+                }
+            }
+            let Some((j, at)) = pick else { return };
+            let c = &self.scrapes[j];
+            let i = next[j];
+            let series = SeriesRef::at(&self.list, at as usize).expect("held only for a series that is sent");
+            out.push(Sample::new(series, c.timestamp(i), c.values[i]));
+            next[j] += 1;
+        }
+    }
+}
+
+/// Held scrapes of a target: merged ones, or one kept as it came (its series list changed
+/// mid-way, or it has start timestamps or exemplars).
+#[derive(Debug)]
+enum Run {
+    Merged(Merged),
+    AsIs(Vec<Sample>),
+}
+
 /// One target's held scrapes.
 #[derive(Debug)]
 struct Held {
-    /// Runs of merged scrapes: a scrape that cannot merge (the target's series changed)
-    /// starts a new one.
-    runs: Vec<Vec<Sample>>,
+    runs: Vec<Run>,
     metadata: Vec<MetadataEntry>,
     records: Vec<Pos>,
     newest_ts: i64,
@@ -43,16 +125,32 @@ struct Held {
 impl Held {
     fn add(&mut self, samples: Vec<Sample>, metadata: Vec<MetadataEntry>, at: Pos, ts: i64) {
         self.samples += samples.len();
-        let rest = match self.runs.last_mut() {
-            Some(last) => merge_scrape(last, samples).err(),
-            None => Some(samples),
-        };
-        if let Some(rest) = rest {
-            self.runs.push(rest);
-        }
         self.metadata.extend(metadata);
         self.records.push(at);
         self.newest_ts = self.newest_ts.max(ts);
+        let Some(first) = samples.first() else { return };
+        let list = first.series.list().clone();
+        match Compact::of(&samples, &list) {
+            Some((c, oldest, newest)) => match self.runs.last_mut() {
+                Some(Run::Merged(m)) if m.list.same(&list) && oldest > m.newest => {
+                    m.scrapes.push(c);
+                    m.newest = newest;
+                }
+                _ => self.runs.push(Run::Merged(Merged { list, scrapes: vec![c], newest })),
+            },
+            None => self.runs.push(Run::AsIs(samples)),
+        }
+    }
+
+    fn samples(self) -> Vec<Sample> {
+        let mut out = Vec::with_capacity(self.samples);
+        for run in self.runs {
+            match run {
+                Run::Merged(m) => m.samples_into(&mut out),
+                Run::AsIs(v) => out.extend(v),
+            }
+        }
+        out
     }
 }
 
@@ -114,13 +212,13 @@ impl Packing {
 
     /// The target's held scrapes as one job.
     pub fn take(&mut self, target: u64) -> Option<Job> {
-        let h = self.held.remove(&target)?;
+        let mut h = self.held.remove(&target)?;
         self.samples -= h.samples;
         self.records -= h.records.len();
-        let mut job = Job { payload: Payload::default(), records: h.records, newest_ts: h.newest_ts };
-        job.payload.samples = h.runs.concat();
-        job.payload.metadata = h.metadata;
-        Some(job)
+        let records = std::mem::take(&mut h.records);
+        let metadata = std::mem::take(&mut h.metadata);
+        let newest_ts = h.newest_ts;
+        Some(Job { payload: Payload { samples: h.samples(), metadata }, records, newest_ts })
     }
 
     /// Whether `target`'s scrapes have waited a deadline that is not zero: a zero one is
@@ -244,5 +342,45 @@ mod tests {
         p.add(1, scrape(&a, 10), vec![], pos(1), 10);
         assert!(p.over_cap());
         assert_eq!(p.take_due(false, |_| 0).len(), 1, "8 held, above the cap of 6");
+    }
+
+    #[test]
+    fn merged_scrapes_keep_every_series_together_and_in_time_order() {
+        let a = list(4);
+        let at = |l: &SeriesList, ts: i64, pos: &[usize]| -> Vec<Sample> {
+            pos.iter().map(|&i| Sample::new(SeriesRef::at(l, i).unwrap(), ts, ts as f64)).collect()
+        };
+        let shape = |j: &Job| {
+            j.payload.samples.iter().map(|s| (s.series.position(), s.timestamp)).collect::<Vec<_>>()
+        };
+        let mut p = Packing::new(100, Duration::from_secs(3600), 1000);
+        p.add(1, at(&a, 10, &[0, 1, 3]), vec![], pos(0), 10);
+        p.add(1, at(&a, 20, &[0, 2, 3]), vec![], pos(1), 20);
+        // Timestamps of its own: merged, since all are later than what is held.
+        let mut own = at(&a, 30, &[1, 3]);
+        own[1].timestamp = 31;
+        p.add(1, own, vec![], pos(2), 31);
+        let job = p.take(1).unwrap();
+        assert_eq!(shape(&job), [(0, 10), (0, 20), (1, 10), (1, 30), (2, 20), (3, 10), (3, 20), (3, 31)]);
+        let r1 = job.payload.rw1(false);
+        assert_eq!(r1.timeseries.len(), 4, "one TimeSeries per series");
+        assert_eq!(r1.timeseries[3].samples.iter().map(|s| s.timestamp).collect::<Vec<_>>(), [10, 20, 31]);
+        assert_eq!(r1.timeseries[1].samples.iter().map(|s| s.value).collect::<Vec<_>>(), [10.0, 30.0]);
+        // What cannot merge stays as it came, after what is held: not later, out of order,
+        // another list (the target's series changed), an exemplar.
+        p.add(1, at(&a, 40, &[0]), vec![], pos(3), 40);
+        p.add(1, at(&a, 40, &[1]), vec![], pos(4), 40);
+        p.add(1, at(&a, 50, &[2, 1]), vec![], pos(5), 50);
+        let b = list(4);
+        p.add(1, at(&b, 60, &[0]), vec![], pos(6), 60);
+        let mut ex = at(&b, 70, &[1]);
+        ex[0].exemplars = Some(Box::new(vec![(ferry_protocol::LabelSet::new(), 1.0, 70)]));
+        p.add(1, ex, vec![], pos(7), 70);
+        let job = p.take(1).unwrap();
+        assert_eq!(shape(&job), [(0, 40), (1, 40), (2, 50), (1, 50), (0, 60), (1, 70)]);
+        assert_eq!(job.payload.exemplars(), 1);
+        assert_eq!(job.records.len(), 5);
+        assert_eq!(job.newest_ts, 70);
+        assert!(p.is_empty() && p.records() == 0);
     }
 }
