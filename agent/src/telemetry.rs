@@ -303,7 +303,7 @@ fn render_storage(s: &Shared, out: &mut String) {
             );
         }
     }
-    let series: [MetricLine; 9] = [
+    let series: [MetricLine; 10] = [
         ("ferry_remote_samples_sent_total", "counter", "Samples sent and accepted.", |m| {
             m.samples_sent.load(Relaxed) as f64
         }),
@@ -323,6 +323,12 @@ fn render_storage(s: &Shared, out: &mut String) {
             |m| m.dropped_relabel.load(Relaxed) as f64,
         ),
         ("ferry_remote_lanes", "gauge", "Parallel request lanes.", |m| m.lanes.load(Relaxed) as f64),
+        (
+            "ferry_remote_held_samples",
+            "gauge",
+            "Samples read from the WAL and held for more scrapes of their target (batch_send_deadline).",
+            |m| m.held_samples.load(Relaxed) as f64,
+        ),
         ("ferry_remote_rw1_fallback", "gauge", "1 when the endpoint fell back from RW2 to RW1.", |m| {
             f64::from(u8::from(m.using_rw1_fallback.load(Relaxed)))
         }),

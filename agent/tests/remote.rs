@@ -252,6 +252,13 @@ fn held_scrapes_merge_by_series_and_a_kill9_loses_none() {
             assert!(w[0].1 < w[1].1, "a series' samples in timestamp order: {w:?}");
         }
     }
+    let held_gauge = || {
+        let (_, text) = http(&a.web, "GET", "/metrics");
+        text.lines()
+            .find(|l| l.starts_with("ferry_remote_held_samples{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+    };
+    wait_until(Duration::from_secs(10), || held_gauge().is_some_and(|v| v >= 35.0));
     // Scrapes held when the agent dies are in the WAL, unacknowledged: sent after restart.
     let held = scraped(2);
     std::thread::sleep(Duration::from_millis(300)); // the WAL sync interval

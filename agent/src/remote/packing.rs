@@ -177,6 +177,11 @@ impl Packing {
         self.held.is_empty()
     }
 
+    /// Samples held.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
     /// Records whose samples are held here (each record is held whole, in one place).
     pub fn records(&self) -> usize {
         self.records

@@ -46,6 +46,8 @@ pub struct EndpointMetrics {
     pub dropped_unresolved: AtomicU64,
     pub dropped_protocol: AtomicU64,
     pub lanes: AtomicU64,
+    /// Samples read from the WAL and held for more of their target's scrapes.
+    pub held_samples: AtomicU64,
     pub using_rw1_fallback: AtomicBool,
     /// Timestamp (ms) of the newest scrape whose record is fully sent.
     pub last_sent_ts: AtomicI64,
@@ -495,6 +497,7 @@ pub async fn run(
                     break 'dispatch;
                 }
             }
+            metrics.held_samples.store(pending.samples() as u64, Relaxed);
             let wake = pending.next_due().map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
             tokio::select! {
                 _ = end_rx.changed() => {}
@@ -605,6 +608,7 @@ pub async fn run(
                 }
             }
         }
+        metrics.held_samples.store(pending.samples() as u64, Relaxed);
         if last_sweep.elapsed() >= Duration::from_secs(60) {
             series.forget_idle(Duration::from_secs(600));
             last_sweep = Instant::now();
