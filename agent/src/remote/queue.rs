@@ -416,6 +416,7 @@ pub async fn run(
         (cfg.capacity as usize).max(max) * cfg.max_shards as usize,
     );
     let mut series = Series::default();
+    let mut last_due_look = Instant::now();
     let mut last_sweep = Instant::now();
     let mut period = Instant::now();
     let mut kept_up = false;
@@ -598,9 +599,14 @@ pub async fn run(
             let first = pending.add(target, samples, metadata, entry.at, newest_ts);
             let due = pending.is_due(target).then(|| pending.take(target)).flatten();
             let mut jobs: Vec<(usize, Job)> = first.into_iter().chain(due).map(|j| (lane_no, j)).collect();
-            if pending.over_cap() {
+            // While a backlog is read, the other held targets' deadlines pass too: look at
+            // them once a second (at a zero deadline they wait until the queue catches up).
+            let look =
+                !cfg.batch_send_deadline.is_zero() && last_due_look.elapsed() >= Duration::from_secs(1);
+            if pending.over_cap() || look {
                 let n = lanes.len() as u64;
-                jobs.extend(pending.take_due(true, |t| (t % n) as usize));
+                jobs.extend(pending.take_due(pending.over_cap(), |t| (t % n) as usize));
+                last_due_look = Instant::now();
             }
             for (lane_no, job) in jobs {
                 if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
