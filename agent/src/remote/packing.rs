@@ -2,11 +2,10 @@
 //! handed to a lane, held per target.
 //!
 //! A target's consecutive scrapes merge by series: each series goes in the request once,
-//! with all its samples, so its labels (RW1) or refs and symbols (RW2)
-//! travel once per request instead of once per scrape. A target's scrapes are held until
-//! one more would pass `max_samples_per_send`, or the first has waited
-//! `batch_send_deadline` (at the default, 0, that is as soon as the dispatcher has read all
-//! the WAL holds). Due targets are then packed together, per lane, into requests of up to
+//! with all its samples, so its labels (RW1) or refs and symbols (RW2) travel once per
+//! request instead of once per scrape. A target's scrapes are held until one more would
+//! pass `max_samples_per_send`, or the first has waited `batch_send_deadline` (at the
+//! default, 0, that is as soon as the dispatcher has read all the WAL holds). Due targets are then packed together, per lane, into requests of up to
 //! `max_samples_per_send` samples. Whatever is held, only whole scrapes go in a request.
 
 use std::time::{Duration, Instant};
@@ -142,15 +141,20 @@ impl Held {
         }
     }
 
-    fn samples(self) -> Vec<Sample> {
-        let mut out = Vec::with_capacity(self.samples);
+    /// The held scrapes as one request: every merged run expanded into samples.
+    fn into_job(self) -> Job {
+        let mut samples = Vec::with_capacity(self.samples);
         for run in self.runs {
             match run {
-                Run::Merged(m) => m.samples_into(&mut out),
-                Run::AsIs(v) => out.extend(v),
+                Run::Merged(m) => m.samples_into(&mut samples),
+                Run::AsIs(v) => samples.extend(v),
             }
         }
-        out
+        Job {
+            payload: Payload { samples, metadata: self.metadata },
+            records: self.records,
+            newest_ts: self.newest_ts,
+        }
     }
 }
 
@@ -217,13 +221,10 @@ impl Packing {
 
     /// The target's held scrapes as one job.
     pub fn take(&mut self, target: u64) -> Option<Job> {
-        let mut h = self.held.remove(&target)?;
+        let h = self.held.remove(&target)?;
         self.samples -= h.samples;
         self.records -= h.records.len();
-        let records = std::mem::take(&mut h.records);
-        let metadata = std::mem::take(&mut h.metadata);
-        let newest_ts = h.newest_ts;
-        Some(Job { payload: Payload { samples: h.samples(), metadata }, records, newest_ts })
+        Some(h.into_job())
     }
 
     /// Whether `target`'s scrapes have waited a deadline that is not zero: a zero one is
@@ -280,7 +281,7 @@ impl Packing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::encode::{SeriesInfo, SeriesList, SeriesRef};
+    use crate::remote::encode::SeriesInfo;
     use crate::series_labels::SeriesLabels;
 
     fn list(n: usize) -> SeriesList {

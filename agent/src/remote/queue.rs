@@ -172,6 +172,12 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The lane every scrape of `target` goes on, out of `lanes`: one per target, so its
+/// scrapes stay in order.
+fn lane_of(target: u64, lanes: usize) -> usize {
+    (target % lanes as u64) as usize
+}
+
 /// Hands `job` to a lane, waiting while the lane is busy, but no longer than the flush
 /// deadline once a stop was asked for (a lane stuck retrying a dead endpoint would otherwise
 /// hold shutdown forever). `false`: not delivered; its records stay unacknowledged in the WAL.
@@ -492,8 +498,8 @@ pub async fn run(
             kept_up = true;
             // Caught up: send what is due, then wait for more data, completions or the next
             // deadline.
-            let n = lanes.len() as u64;
-            for (lane_no, job) in pending.take_due(stopping.is_some(), |t| (t % n) as usize) {
+            let n = lanes.len();
+            for (lane_no, job) in pending.take_due(stopping.is_some(), |t| lane_of(t, n)) {
                 if !deliver(&lanes[lane_no], job, &mut stop, &mut stopping, flush_deadline).await {
                     break 'dispatch;
                 }
@@ -572,7 +578,7 @@ pub async fn run(
         // Pack: whole scrapes per request; a scrape bigger than a request is split into
         // consecutive parts on its lane, after whatever of its target is held.
         let target = entry.batch.target;
-        let lane_no = (target % lanes.len() as u64) as usize;
+        let lane_no = lane_of(target, lanes.len());
         let newest_ts = entry.batch.timestamp;
         let n = samples.len();
         if n > max {
@@ -604,8 +610,9 @@ pub async fn run(
             let look =
                 !cfg.batch_send_deadline.is_zero() && last_due_look.elapsed() >= Duration::from_secs(1);
             if pending.over_cap() || look {
-                let n = lanes.len() as u64;
-                jobs.extend(pending.take_due(pending.over_cap(), |t| (t % n) as usize));
+                // Over the cap, `take_due` takes everything.
+                let n = lanes.len();
+                jobs.extend(pending.take_due(false, |t| lane_of(t, n)));
                 last_due_look = Instant::now();
             }
             for (lane_no, job) in jobs {
