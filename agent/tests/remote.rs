@@ -169,6 +169,18 @@ fn accepted_up(reqs: &[Request]) -> Vec<i64> {
         .collect()
 }
 
+/// The timestamps of the agent's next `n` scrapes with samples (its batches on stdout).
+fn scrape_times(a: &Agent, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|_| {
+            let b = a.wait_for(Duration::from_secs(10), |b| {
+                b["samples"].as_array().is_some_and(|s| !s.is_empty())
+            });
+            b["timestamp"].as_i64().unwrap()
+        })
+        .collect()
+}
+
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -220,17 +232,7 @@ fn held_scrapes_merge_by_series_and_a_kill9_loses_none() {
         rx.url()
     );
     let mut a = Agent::start("held", &config);
-    let scraped = |n: usize| -> Vec<i64> {
-        (0..n)
-            .map(|_| {
-                let b = a.wait_for(Duration::from_secs(10), |b| {
-                    b["samples"].as_array().is_some_and(|s| !s.is_empty())
-                });
-                b["timestamp"].as_i64().unwrap()
-            })
-            .collect()
-    };
-    let first = scraped(6);
+    let first = scrape_times(&a, 6);
     wait_until(Duration::from_secs(20), || {
         let up = accepted_up(&rx.requests());
         first.iter().all(|t| up.contains(t))
@@ -260,7 +262,7 @@ fn held_scrapes_merge_by_series_and_a_kill9_loses_none() {
     };
     wait_until(Duration::from_secs(10), || held_gauge().is_some_and(|v| v >= 35.0));
     // Scrapes held when the agent dies are in the WAL, unacknowledged: sent after restart.
-    let held = scraped(2);
+    let held = scrape_times(&a, 2);
     std::thread::sleep(Duration::from_millis(300)); // the WAL sync interval
     a.kill9_and_restart();
     wait_until(Duration::from_secs(30), || {
@@ -307,15 +309,8 @@ fn outage_then_kill9_then_recovery_loses_nothing() {
     let mut a = Agent::start("outage", &config(&t.addr, &rx, "wal: {sync_interval: 100ms}\n"));
     wait_until(Duration::from_secs(20), || !accepted_up(&rx.requests()).is_empty());
     rx.refuse(true);
-    // Scrapes made during the outage (the agent keeps scraping: batches on stdout).
-    let during: Vec<i64> = (0..4)
-        .map(|_| {
-            let b = a.wait_for(Duration::from_secs(10), |b| {
-                b["samples"].as_array().is_some_and(|s| !s.is_empty())
-            });
-            b["timestamp"].as_i64().unwrap()
-        })
-        .collect();
+    // Scrapes made during the outage (the agent keeps scraping).
+    let during = scrape_times(&a, 4);
     std::thread::sleep(Duration::from_millis(300)); // let the WAL sync interval pass
     a.kill9_and_restart();
     std::thread::sleep(Duration::from_secs(2));
