@@ -10,8 +10,9 @@
 //! for a reason that is counted), so a crash re-sends at most what was in flight.
 //!
 //! Lanes scale between `min_shards` and `max_shards`: up when the dispatcher spent a whole
-//! period behind the WAL, down when it kept up; only between requests, when nothing is in
-//! flight, so order holds across the change.
+//! period behind the WAL, down when it kept up; only between requests, when nothing lanes
+//! were given is in flight (held scrapes are no lane's yet), so order holds across the
+//! change.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
