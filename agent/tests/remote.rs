@@ -306,7 +306,9 @@ fn retries_carry_the_same_samples_and_4xx_is_not_retried() {
 fn outage_then_kill9_then_recovery_loses_nothing() {
     let t = Target::start(Reply::text(&exposition(20)));
     let rx = Receiver::start();
-    let mut a = Agent::start("outage", &config(&t.addr, &rx, "wal: {sync_interval: 100ms}\n"));
+    // On one runtime worker per core, where every other test runs the default single thread.
+    let cfg = config(&t.addr, &rx, "wal: {sync_interval: 100ms}\n");
+    let mut a = Agent::start_env("outage", &cfg, &[("FERRY_WORKER_THREADS", "0")]);
     wait_until(Duration::from_secs(20), || !accepted_up(&rx.requests()).is_empty());
     rx.refuse(true);
     // Scrapes made during the outage (the agent keeps scraping).

@@ -148,10 +148,15 @@ pub fn tmpdir(tag: &str) -> std::path::PathBuf {
 
 impl Agent {
     pub fn start(tag: &str, config: &str) -> Agent {
+        Self::start_env(tag, config, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_env(tag: &str, config: &str, env: &[(&str, &str)]) -> Agent {
         let dir = tmpdir(tag);
         std::fs::write(dir.join("agent.yaml"), config).unwrap();
         let web = format!("127.0.0.1:{}", free_port());
-        Self::spawn(dir, web)
+        Self::spawn_env(dir, web, env)
     }
 
     /// SIGKILL, then start again on the same storage, config and port.
