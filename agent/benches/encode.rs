@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p ferry-agent --bench encode` (`-- --rounds N` for a shorter run, e.g. under
 //! `valgrind --tool=callgrind`; `-- --whole` to rebuild every label set whole, as before sets
-//! could be based on their neighbours, to see what reading through a base costs).
+//! could be based on their neighbours, to see what reading through a base costs; `-- --wire`
+//! for the compressed bytes of each request shape; `-- --dump DIR` to write the requests out).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -136,6 +137,29 @@ fn wire_report() {
     }
 }
 
+/// Writes the uncompressed RW2 and RW1 requests of every target's first scrape, whole, and of
+/// its first two scrapes merged by series, as files in `dir`: raw material for trying other
+/// compressors or encodings on the same bytes.
+fn dump(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("create the dump directory");
+    let all = payloads(false, 2);
+    let mut rw2 = Rw2Encoder::new();
+    let mut buf = Vec::new();
+    for (t, p) in all.iter().enumerate() {
+        let n = p[0].samples();
+        let merged = Payload {
+            samples: (0..n).flat_map(|i| [p[0].samples[i].clone(), p[1].samples[i].clone()]).collect(),
+            metadata: Vec::new(),
+        };
+        for (what, payload) in [("scrape", &p[0]), ("merged2", &merged)] {
+            rw2.encode(payload, &mut buf);
+            std::fs::write(dir.join(format!("{t:03}-{what}.rw2")), &buf).expect("write a request");
+            rw1(payload, false, &mut buf);
+            std::fs::write(dir.join(format!("{t:03}-{what}.rw1")), &buf).expect("write a request");
+        }
+    }
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .skip_while(|a| a != "--rounds")
@@ -143,6 +167,10 @@ fn main() {
         .map_or(15, |r| r.parse().expect("--rounds N"));
     if std::env::args().any(|a| a == "--wire") {
         wire_report();
+        return;
+    }
+    if let Some(dir) = std::env::args().skip_while(|a| a != "--dump").nth(1) {
+        dump(Path::new(&dir));
         return;
     }
     let whole = std::env::args().any(|a| a == "--whole");
