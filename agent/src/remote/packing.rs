@@ -5,8 +5,9 @@
 //! with all its samples, so its labels (RW1) or refs and symbols (RW2) travel once per
 //! request instead of once per scrape. A target's scrapes are held until one more would
 //! pass `max_samples_per_send`, or the first has waited `batch_send_deadline` (at the
-//! default, 0, that is as soon as the dispatcher has read all the WAL holds). Due targets are then packed together, per lane, into requests of up to
-//! `max_samples_per_send` samples. Whatever is held, only whole scrapes go in a request.
+//! default, 0, that is as soon as the dispatcher has read all the WAL holds). Due targets
+//! are then packed together, per lane, into requests of up to `max_samples_per_send`
+//! samples. Whatever is held, only whole scrapes go in a request.
 
 use std::time::{Duration, Instant};
 
