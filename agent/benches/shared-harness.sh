@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs ferry-agent and Prometheus (agent mode) through the shared benchmark harness
+# (../shared/bench, the yardstick issue #9's goals are stated on), interleaved rep by rep,
+# then prints a median table (one row per agent and variant).
+#
+#   agent/benches/shared-harness.sh [--targets 200] [--series 2500] [--reps 3]
+#       [--ferry-bin target/release/ferry-agent] [--harness ../shared/bench]
+#       [--agents ferry-rw2,ferry-rw2-held,ferry-rw1,prometheus] [--hold 2] [--out FILE.jsonl]
+#
+# Agents:
+#   ferry-rw2       remote write 2.0, default queue_config (every scrape sent when it is in the WAL)
+#   ferry-rw2-held  remote write 2.0, a target's scrapes held and merged, --hold of them a request:
+#                   batch_send_deadline: (hold - 1) x 10 s + 5 s, max_samples_per_send: room for
+#                   hold scrapes and not one more
+#   ferry-rw1       remote write 1.0, default queue_config
+#   prometheus      Prometheus in agent mode (`prometheus` on PATH, or $PROMETHEUS_BIN), RW 1.0
+#
+# The harness's scrape interval is 10 s; the held agent's deadline assumes it. Each run
+# takes 3-4 minutes (500k series: about 4); nothing else should run on the machine meanwhile.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+targets=200 series=2500 reps=3 hold=2
+ferry_bin="$root/target/release/ferry-agent"
+harness="$root/../shared/bench"
+agents="ferry-rw2,ferry-rw2-held,ferry-rw1,prometheus"
+out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    --targets) targets=$2 ;;
+    --series) series=$2 ;;
+    --reps) reps=$2 ;;
+    --ferry-bin) ferry_bin=$2 ;;
+    --harness) harness=$2 ;;
+    --agents) agents=$2 ;;
+    --hold) hold=$2 ;;
+    --out) out=$2 ;;
+    *) echo "shared-harness.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+  shift 2
+done
+[[ -x "$ferry_bin" ]] || { echo "shared-harness.sh: no ferry-agent at $ferry_bin; cargo build --release -p ferry-agent" >&2; exit 2; }
+[[ -f "$harness/run.py" ]] || { echo "shared-harness.sh: no harness at $harness (--harness DIR)" >&2; exit 2; }
+out=${out:-"$(mktemp -d)/shared-harness.jsonl"}
+
+# The harness fills {placeholders} with str.format, so a literal brace is written twice.
+per_scrape=$((series + 6))
+held="{{batch_send_deadline: $(((hold - 1) * 10 + 5))s, max_samples_per_send: $((per_scrape * hold + per_scrape / 2)), capacity: $((per_scrape * hold * 6))}}"
+wrapper="$here/shared-harness-agent.sh"
+ferry_cmd="$wrapper $ferry_bin {config} {data_dir} {listen_addr} {workdir}"
+
+# The harness builds its helpers once; the runs after it skip the build.
+(cd "$harness" && ./run.sh --help >/dev/null)
+export BENCH_NO_BUILD=1
+for rep in $(seq 1 "$reps"); do
+  IFS=, read -ra list <<<"$agents"
+  for agent in "${list[@]}"; do
+    args=(--targets "$targets" --series "$series" --out "$out")
+    echo "== rep $rep/$reps: $agent, $targets x $series" >&2
+    case "$agent" in
+      ferry-rw2) OURS_VERSION=$agent OURS_CMD="$ferry_cmd" "$harness/run.sh" ours --rw-version 2 "${args[@]}" >/dev/null ;;
+      # The harness stops waiting for delivery once the sink's count has stood still for
+      # about 4 s; held requests come further apart than that, so it starts counting
+      # only after the longest hold.
+      ferry-rw2-held) OURS_VERSION="$agent-$hold" OURS_CMD="$ferry_cmd '$held'" "$harness/run.sh" ours --rw-version 2 \
+        --drain-min $(((hold - 1) * 10 + 15)) "${args[@]}" >/dev/null ;;
+      ferry-rw1) OURS_VERSION=$agent OURS_CMD="$ferry_cmd" "$harness/run.sh" ours --rw-version 1 "${args[@]}" >/dev/null ;;
+      prometheus) "$harness/run.sh" prometheus-agent "${args[@]}" >/dev/null ;;
+      *) echo "shared-harness.sh: unknown agent $agent" >&2; exit 2 ;;
+    esac
+  done
+done
+echo "runs: $out" >&2
+# The harness's own table names every ferry row "ours"; this one names the variant.
+python3 - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip() and "summary" not in l]
+groups = {}
+for r in rows:
+    name = r.get("agent_version", r["agent"]) if r["agent"] == "ours" else r["agent"]
+    groups.setdefault((name, r["targets"], r["series_per_target"]), []).append(r)
+cols = [("cpu_us_per_sample", "CPU µs/sample", 3), ("peak_rss_mib", "peak RSS MiB", 1),
+        ("bytes_per_sample_wire", "wire B/sample", 1), ("delivery_ratio", "delivery", 4),
+        ("max_delivery_lag_s", "max lag s", 2)]
+print("| agent | targets x series | n | " + " | ".join(c[1] for c in cols) + " |")
+print("|---" * (3 + len(cols)) + "|")
+for (name, t, s), rs in groups.items():
+    cells = []
+    for key, _, nd in cols:
+        v = [r[key] for r in rs if r.get(key) is not None]
+        cell = f"{statistics.median(v):.{nd}f}" if v else ""
+        if len(v) > 1 and key in ("cpu_us_per_sample", "peak_rss_mib"):
+            cell += f" ({min(v):.{nd}f}–{max(v):.{nd}f})"
+        cells.append(cell)
+    print(f"| {name} | {t} x {s} | {len(rs)} | " + " | ".join(cells) + " |")
+PY
