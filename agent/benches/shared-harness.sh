@@ -46,16 +46,19 @@ done
 out=${out:-"$(mktemp -d)/shared-harness.jsonl"}
 
 # The harness fills {placeholders} with str.format, so a literal brace is written twice.
+# A scrape is the target's series and the agent's report series (5, counted as 6).
 per_scrape=$((series + 6))
-held="{{batch_send_deadline: $(((hold - 1) * 10 + 5))s, max_samples_per_send: $((per_scrape * hold + per_scrape / 2)), capacity: $((per_scrape * hold * 6))}}"
+# The deadline passes between a target's last held scrape and the one after it, 10 s later.
+deadline=$(((hold - 1) * 10 + 5))
+held="{{batch_send_deadline: ${deadline}s, max_samples_per_send: $((per_scrape * hold + per_scrape / 2)), capacity: $((per_scrape * hold * 6))}}"
 wrapper="$here/shared-harness-agent.sh"
 ferry_cmd="$wrapper $ferry_bin {config} {data_dir} {listen_addr} {workdir}"
 
 # The harness builds its helpers once; the runs after it skip the build.
 (cd "$harness" && ./run.sh --help >/dev/null)
 export BENCH_NO_BUILD=1
+IFS=, read -ra list <<<"$agents"
 for rep in $(seq 1 "$reps"); do
-  IFS=, read -ra list <<<"$agents"
   for agent in "${list[@]}"; do
     args=(--targets "$targets" --series "$series" --out "$out")
     echo "== rep $rep/$reps: $agent, $targets x $series" >&2
@@ -65,7 +68,7 @@ for rep in $(seq 1 "$reps"); do
       # about 4 s; held requests come further apart than that, so it starts counting
       # only after the longest hold.
       ferry-rw2-held) OURS_VERSION="$agent-$hold" OURS_CMD="$ferry_cmd '$held'" "$harness/run.sh" ours --rw-version 2 \
-        --drain-min $(((hold - 1) * 10 + 15)) "${args[@]}" >/dev/null ;;
+        --drain-min $((deadline + 10)) "${args[@]}" >/dev/null ;;
       ferry-rw1) OURS_VERSION=$agent OURS_CMD="$ferry_cmd" "$harness/run.sh" ours --rw-version 1 "${args[@]}" >/dev/null ;;
       prometheus) "$harness/run.sh" prometheus-agent "${args[@]}" >/dev/null ;;
       *) echo "shared-harness.sh: unknown agent $agent" >&2; exit 2 ;;
@@ -73,26 +76,16 @@ for rep in $(seq 1 "$reps"); do
   done
 done
 echo "runs: $out" >&2
-# The harness's own table names every ferry row "ours"; this one names the variant.
-python3 - "$out" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip() and "summary" not in l]
-groups = {}
-for r in rows:
-    name = r.get("agent_version", r["agent"]) if r["agent"] == "ours" else r["agent"]
-    groups.setdefault((name, r["targets"], r["series_per_target"]), []).append(r)
-cols = [("cpu_us_per_sample", "CPU µs/sample", 3), ("peak_rss_mib", "peak RSS MiB", 1),
-        ("bytes_per_sample_wire", "wire B/sample", 1), ("delivery_ratio", "delivery", 4),
-        ("max_delivery_lag_s", "max lag s", 2)]
-print("| agent | targets x series | n | " + " | ".join(c[1] for c in cols) + " |")
-print("|---" * (3 + len(cols)) + "|")
-for (name, t, s), rs in groups.items():
-    cells = []
-    for key, _, nd in cols:
-        v = [r[key] for r in rs if r.get(key) is not None]
-        cell = f"{statistics.median(v):.{nd}f}" if v else ""
-        if len(v) > 1 and key in ("cpu_us_per_sample", "peak_rss_mib"):
-            cell += f" ({min(v):.{nd}f}–{max(v):.{nd}f})"
-        cells.append(cell)
-    print(f"| {name} | {t} x {s} | {len(rs)} | " + " | ".join(cells) + " |")
+# The harness's summarize.py names a row by its agent, "ours" for every ferry variant: it
+# reads a copy of the runs where each ferry run's agent is its variant.
+named="${out%.jsonl}.named.jsonl"
+python3 - "$out" "$named" <<'PY'
+import json, sys
+with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
+    for line in src:
+        r = json.loads(line)
+        if r.get("agent") == "ours":
+            r["agent"] = r.get("agent_version", "ours")
+        dst.write(json.dumps(r) + "\n")
 PY
+python3 "$harness/summarize.py" "$named"
