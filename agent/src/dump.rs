@@ -37,7 +37,7 @@ impl Dumper {
             .map(|s| {
                 let labels = self.series.get(&s.series).map_or(Value::Null, |ls| {
                     Value::Object(
-                        ls.iter().map(|l| (l.name.to_owned(), Value::String(l.value.to_owned()))).collect(),
+                        ls.iter().map(|l| (l.name.to_owned(), Value::String(l.value.to_string()))).collect(),
                     )
                 });
                 json!({"labels": labels, "t": s.timestamp, "v": value(s.value)})

@@ -3,6 +3,8 @@
 //! - [`config`]: the YAML configuration and every job's effective settings;
 //! - [`discovery`]: static and file discovery;
 //! - [`labels`]: Prometheus' label builder semantics;
+//! - [`series_labels`]: active series' labels, interned, and [`packed_value`]: label values
+//!   held packed;
 //! - [`relabel`]: the relabel engine;
 //! - [`duration`]: Prometheus durations;
 //! - [`scrape`]: targets, fetching, parsing, the scrape loop and its output;
@@ -16,6 +18,7 @@ pub mod discovery;
 pub mod dump;
 pub mod duration;
 pub mod labels;
+pub mod packed_value;
 pub mod relabel;
 pub mod remote;
 pub mod scrape;

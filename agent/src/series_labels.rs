@@ -25,6 +25,8 @@ use std::sync::{LazyLock, Mutex};
 
 use arcstr::ArcStr;
 use ferry_protocol::{LabelSet, METRIC_NAME};
+
+use crate::packed_value::{self, Value};
 use hashbrown::HashTable;
 use triomphe::ThinArc;
 
@@ -74,59 +76,67 @@ fn worth_basing(own: usize, total: usize) -> bool {
 /// reads a label's text the first time a request uses it, a cache miss at 500k series, so the
 /// second load was a second miss.
 ///
-/// The text is the name's length as one `char` (see [`length_char`]), then the name, then
-/// the value. A name under 128 bytes, which is every name seen in practice, costs one byte.
+/// The text is a prefix (see [`prefix_char`]) saying the name's length and whether the value
+/// is packed ([`packed_value`]), then the name, then the value. A name under 64 bytes, which
+/// is every name seen in practice, costs one byte. `__name__`'s values are never packed, so
+/// [`SeriesLabels::metric_name`] can lend its text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Pair(ArcStr);
 
-/// Names of this many bytes or more store their length in decimal after this marker (and a
-/// `:` after the digits), since a `char` cannot count that high.
+/// Prefix codes a `char` cannot hold (names of half a million bytes and more) are written in
+/// decimal after this marker, with a `:` after the digits.
 const LONG_NAME: char = char::MAX;
 
-/// The `char` that stands for a name length, or `None` when the length needs the long form.
-/// Lengths from 0xD800 on are shifted past the surrogates, which are not `char`s.
-fn length_char(len: usize) -> Option<char> {
-    let code = if len < 0xD800 { len } else { len + 0x800 };
+/// The `char` that stands for a prefix code (twice the name's length, plus one when the value
+/// is packed), or `None` when the code needs the long form. Codes from 0xD800 on are shifted
+/// past the surrogates, which are not `char`s.
+fn prefix_char(code: usize) -> Option<char> {
+    let code = if code < 0xD800 { code } else { code + 0x800 };
     u32::try_from(code).ok().and_then(char::from_u32).filter(|&c| c != LONG_NAME)
 }
 
 impl Pair {
-    fn new(name: &str, value: &str) -> Pair {
-        let mut text = String::with_capacity(1 + name.len() + value.len());
-        match length_char(name.len()) {
+    fn new(name: &str, value: Value<'_>) -> Pair {
+        let (repr, packed) = match value {
+            Value::Plain(s) => (s, 0),
+            Value::Packed(s) => (s, 1),
+        };
+        let code = 2 * name.len() + packed;
+        let mut text = String::with_capacity(1 + name.len() + repr.len());
+        match prefix_char(code) {
             Some(c) => text.push(c),
             None => {
                 text.push(LONG_NAME);
-                text.push_str(&name.len().to_string());
+                text.push_str(&code.to_string());
                 text.push(':');
             }
         }
         text.push_str(name);
-        text.push_str(value);
+        text.push_str(repr);
         Pair(ArcStr::from(text))
     }
 
     /// The name and the value.
-    fn split(&self) -> (&str, &str) {
+    fn split(&self) -> (&str, Value<'_>) {
         let text: &str = &self.0;
         let first = text.as_bytes()[0];
-        let (start, len) = if first < 0x80 { (1, first as usize) } else { Pair::long_prefix(text) };
-        let (name, value) = text[start..].split_at(len);
-        (name, value)
+        let (start, code) = if first < 0x80 { (1, first as usize) } else { Pair::long_prefix(text) };
+        let (name, repr) = text[start..].split_at(code / 2);
+        (name, if code & 1 == 0 { Value::Plain(repr) } else { Value::Packed(repr) })
     }
 
-    /// Where the name starts and its length, for a prefix of more than one byte.
+    /// Where the name starts and the prefix code, for a prefix of more than one byte.
     #[cold]
     fn long_prefix(text: &str) -> (usize, usize) {
-        let c = text.chars().next().expect("a label's text starts with its name length");
+        let c = text.chars().next().expect("a label's text starts with its prefix code");
         let start = c.len_utf8();
         if c != LONG_NAME {
             let code = c as usize;
             return (start, if code < 0xD800 { code } else { code - 0x800 });
         }
-        let digits = text[start..].find(':').expect("a long name length ends with ':'");
-        let len = text[start..start + digits].parse().expect("a long name length is decimal");
-        (start + digits + 1, len)
+        let digits = text[start..].find(':').expect("a long prefix code ends with ':'");
+        let code = text[start..start + digits].parse().expect("a long prefix code is decimal");
+        (start + digits + 1, code)
     }
 
     /// The address that identifies this label while it is held (see [`LabelKey::id`]).
@@ -144,7 +154,7 @@ impl Pair {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabelRef<'a> {
     pub name: &'a str,
-    pub value: &'a str,
+    pub value: Value<'a>,
 }
 
 /// One label of a [`SeriesLabels`] by identity. Two keys with the same [`id`](Self::id)
@@ -172,17 +182,37 @@ struct Interner {
     hasher: hashbrown::DefaultHashBuilder,
     /// The size at which the next sweep runs.
     sweep_at: usize,
+    /// A value being packed.
+    scratch: String,
 }
 
 /// Sweeping never leaves the threshold below this, so small agents do not sweep often.
 const MIN_SWEEP_AT: usize = 4096;
 
 static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
-    Mutex::new(Interner { table: HashTable::new(), hasher: Default::default(), sweep_at: MIN_SWEEP_AT })
+    Mutex::new(Interner {
+        table: HashTable::new(),
+        hasher: Default::default(),
+        sweep_at: MIN_SWEEP_AT,
+        scratch: String::new(),
+    })
 });
 
 impl Interner {
     fn intern(&mut self, name: &str, value: &str) -> Pair {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let value = if name != METRIC_NAME && packed_value::pack(value, &mut scratch) {
+            Value::Packed(&scratch)
+        } else {
+            Value::Plain(value)
+        };
+        let pair = self.intern_value(name, value);
+        self.scratch = scratch;
+        pair
+    }
+
+    fn intern_value(&mut self, name: &str, value: Value<'_>) -> Pair {
         let hash = self.hasher.hash_one((name, value));
         let found = self.table.find(hash, |p| p.split() == (name, value));
         if let Some(p) = found {
@@ -326,17 +356,18 @@ impl SeriesLabels {
     }
 
     /// The value of `name`, if present.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<Value<'_>> {
         self.iter().find(|l| l.name == name).map(|l| l.value)
     }
 
-    /// The value of `__name__`, if present.
+    /// The value of `__name__`, if present (never packed, see [`Pair`]).
     pub fn metric_name(&self) -> Option<&str> {
-        self.get(METRIC_NAME)
+        self.get(METRIC_NAME).and_then(Value::as_plain)
     }
 
     pub fn to_label_set(&self) -> LabelSet {
-        LabelSet::from_pairs(self.iter().map(|l| (l.name, l.value))).expect("a SeriesLabels is a valid set")
+        LabelSet::from_pairs(self.iter().map(|l| (l.name, l.value.text())))
+            .expect("a SeriesLabels is a valid set")
     }
 
     /// Whether both are clones of one allocation (not merely equal).
@@ -474,9 +505,36 @@ mod tests {
         assert_eq!(s.to_string(), ls.to_string());
         assert_eq!(s.len(), 3);
         assert_eq!(s.metric_name(), Some("up"));
-        assert_eq!(s.get("z"), Some("\u{e9}"));
+        assert_eq!(s.get("z"), Some(Value::Plain("\u{e9}")));
         assert_eq!(s.get("y"), None);
         assert!(SeriesLabels::from_set(&LabelSet::new()).is_empty());
+    }
+
+    #[test]
+    fn hex_values_are_held_packed_and_read_as_text() {
+        let cid = "5ffcd395ce3ae758b750ed2c9da60ae950ed56ad2f1dd0d529d4dc476edbaa9e";
+        let id = format!("/kubepods/burstable/pod3b837302-514b-4932-a140-a780c4438532/{cid}");
+        // A metric name is never packed, so `metric_name` can lend it.
+        let name = "deadbeefcafe0123456789_total";
+        let ls = set(&[("__name__", name), ("id", &id), ("name", cid), ("pod", "catalog-hbbghttwh7-292xk")]);
+        let s = SeriesLabels::from_set(&ls);
+        let held: Vec<_> =
+            s.0.slice.iter().map(|p| (p.0.len(), matches!(p.split().1, Value::Packed(_)))).collect();
+        assert_eq!(
+            held,
+            [(1 + 8 + name.len(), false), (1 + 2 + 84, true), (1 + 4 + 38, true), (1 + 3 + 24, false)]
+        );
+        assert_eq!(s.metric_name(), Some(name));
+        assert_eq!(s.to_label_set(), ls);
+        assert_eq!(s.to_string(), ls.to_string());
+        assert!(s.get("name").unwrap() == cid);
+        // Equal by text, and hashed alike, however they were built.
+        let near = SeriesLabels::from_set_near(&ls, Some(&s));
+        assert!(near.shares(&s) || near == s);
+        assert_eq!(SeriesLabels::from_set(&ls), s);
+        assert_eq!(hash_of(&SeriesLabels::from_set(&ls)), hash_of(&s));
+        let other = set(&[("__name__", name), ("id", &id), ("name", &cid.replace('5', "6")), ("pod", "p")]);
+        assert_ne!(SeriesLabels::from_set(&other), s);
     }
 
     #[test]
@@ -496,11 +554,11 @@ mod tests {
                 let ls = LabelSet::from_pairs([(name.as_str(), value), ("z", "1")]).unwrap();
                 let s = SeriesLabels::from_set(&ls);
                 assert_eq!(s.to_label_set(), ls, "name of {len} bytes");
-                assert_eq!(s.get(&name), Some(value));
+                assert!(s.get(&name).unwrap() == value);
             }
         }
-        assert_eq!(length_char(0x10F7FF), None);
-        assert_eq!(length_char(0xD800), Some('\u{E000}'));
+        assert_eq!(prefix_char(0x10F7FF), None);
+        assert_eq!(prefix_char(0xD800), Some('\u{E000}'));
     }
 
     #[test]
@@ -516,8 +574,8 @@ mod tests {
         if sweep {
             i.sweep();
         }
-        let hash = i.hasher.hash_one((name, value));
-        i.table.find(hash, |p| p.split() == (name, value)).is_some()
+        let hash = i.hasher.hash_one((name, Value::Plain(value)));
+        i.table.find(hash, |p| p.split() == (name, Value::Plain(value))).is_some()
     }
 
     #[test]
@@ -533,7 +591,7 @@ mod tests {
         drop((a, a2));
         assert!(!interned("__name__", "intern_test_a", true), "no series holds it any more");
         assert!(interned("pod", "intern-test-pod", true), "b still holds it");
-        assert_eq!(b.get("pod"), Some("intern-test-pod"));
+        assert!(b.get("pod").unwrap() == "intern-test-pod");
         drop(b);
         assert!(!interned("pod", "intern-test-pod", true));
         // Interned again when it returns, and reads the same.
@@ -554,7 +612,7 @@ mod tests {
         for i in [0, 1, MIN_SWEEP_AT / 2, MIN_SWEEP_AT - 1] {
             assert!(!interned("sweep_test", &i.to_string(), false), "{i} outlived the sweep");
         }
-        assert!(kept.iter().enumerate().all(|(i, s)| s.get("sweep_test_kept") == Some(&*i.to_string())));
+        assert!(kept.iter().enumerate().all(|(i, s)| s.get("sweep_test_kept").unwrap() == *i.to_string()));
         assert!(interned("sweep_test_kept", "0", true), "a held label survives sweeps");
     }
 
@@ -587,7 +645,7 @@ mod tests {
             assert!(!whole.is_based());
             assert_eq!(*s, whole);
             assert_eq!(hash_of(s), hash_of(&whole));
-            assert_eq!(s.get("le"), le);
+            assert_eq!(s.get("le"), le.map(Value::Plain));
             assert_eq!(s.len(), whole.len());
             assert_eq!(s.keys().len(), whole.len());
             assert_eq!(s.to_string(), whole.to_string());
@@ -625,7 +683,7 @@ mod tests {
         );
         assert!(!near.is_based(), "past the masks' width");
         assert_eq!(near.len(), MAX_BASED + 1);
-        assert_eq!(near.get("l00"), Some("w"));
+        assert_eq!(near.get("l00"), Some(Value::Plain("w")));
     }
 
     proptest! {
@@ -663,7 +721,7 @@ mod tests {
             prop_assert_eq!(hash_of(&s), hash_of(&whole));
             prop_assert_eq!(s == base, ls == base.to_label_set());
             for l in &ls {
-                prop_assert_eq!(s.get(&l.name), Some(l.value.as_str()));
+                prop_assert!(s.get(&l.name).unwrap() == l.value.as_str());
             }
             // Built near a based set, it is based on that set's base.
             let again = SeriesLabels::from_set_near(&ls, Some(&s));

@@ -67,8 +67,9 @@ fn sample_len(ts: i64, st: i64) -> usize {
 }
 
 /// Length of an RW1 `Label { name = 1; value = 2 }`.
-fn label_len(name: &str, value: &str) -> usize {
-    field_len(1, name.len()) + field_len(2, value.len())
+/// Length of a label's body, from its name's and value's lengths.
+fn label_len(name: usize, value: usize) -> usize {
+    field_len(1, name) + field_len(2, value)
 }
 
 /// Length of an exemplar's body (RW1 labels inline; RW2 refs are measured by the caller).
@@ -82,19 +83,22 @@ pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
     let mut tail = SampleTail::default();
     for run in p.runs() {
         let labels = run[0].series.labels();
-        let labels_len: usize = labels.iter().map(|l| field_len(1, label_len(l.name, l.value))).sum();
+        let labels_len: usize =
+            labels.iter().map(|l| field_len(1, label_len(l.name.len(), l.value.len()))).sum();
         let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, 0))).sum();
         let ex_len = |e: &(ferry_protocol::LabelSet, f64, i64)| -> usize {
-            let l: usize = e.0.iter().map(|l| field_len(1, label_len(&l.name, &l.value))).sum();
+            let l: usize = e.0.iter().map(|l| field_len(1, label_len(l.name.len(), l.value.len()))).sum();
             l + exemplar_tail_len(e.2)
         };
         let exemplars = run.iter().flat_map(|s| s.exemplars()).filter(|_| send_exemplars);
         let exemplars_len: usize = exemplars.clone().map(|e| field_len(3, ex_len(e))).sum();
         len_field(out, 1, labels_len + samples_len + exemplars_len);
         for l in labels.iter() {
-            len_field(out, 1, label_len(l.name, l.value));
+            let value_len = l.value.len();
+            len_field(out, 1, label_len(l.name.len(), value_len));
             bytes_field(out, 1, l.name.as_bytes());
-            bytes_field(out, 2, l.value.as_bytes());
+            len_field(out, 2, value_len);
+            l.value.put(out);
         }
         for s in run {
             tail.put(out, s.value, s.timestamp, 0);
@@ -102,7 +106,7 @@ pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
         for e in exemplars {
             len_field(out, 3, ex_len(e));
             for l in e.0.iter() {
-                len_field(out, 1, label_len(&l.name, &l.value));
+                len_field(out, 1, label_len(l.name.len(), l.value.len()));
                 bytes_field(out, 1, l.name.as_bytes());
                 bytes_field(out, 2, l.value.as_bytes());
             }
@@ -265,6 +269,8 @@ pub struct Rw2Encoder {
     /// This request's family metadata by identity (the queue shares one `FamilyMeta` per
     /// family): the field, encoded. Help texts are long to hash.
     meta_fields: AddressMap<MetaField>,
+    /// A packed label value's text, unpacked to be symbolised.
+    unpacked: String,
 }
 
 type AddressMap<V> = hashbrown::HashMap<usize, V, std::hash::BuildHasherDefault<AddressHasher>>;
@@ -276,7 +282,7 @@ impl Rw2Encoder {
 
     /// An RW2 `Request`: the series first (interning as it goes), then the symbol table.
     pub fn encode(&mut self, p: &Payload, out: &mut Vec<u8>) {
-        let Rw2Encoder { table, series_buf, refs_buf, label_refs, meta_fields } = self;
+        let Rw2Encoder { table, series_buf, refs_buf, label_refs, meta_fields, unpacked } = self;
         table.reset();
         series_buf.clear();
         label_refs.clear();
@@ -313,7 +319,15 @@ impl Rw2Encoder {
                                     r
                                 }
                             };
-                            RefPair::new(name, table.symbolize(l.value))
+                            let value = match l.value.as_plain() {
+                                Some(v) => table.symbolize(v),
+                                None => {
+                                    unpacked.clear();
+                                    l.value.put_str(unpacked);
+                                    table.symbolize(unpacked)
+                                }
+                            };
+                            RefPair::new(name, value)
                         });
                         set_at(&mut prev, i, (id, pair));
                         pair
@@ -391,6 +405,12 @@ mod tests {
     use crate::remote::encode::{Sample, SeriesInfo, SeriesRef};
     use crate::scrape::parse::MetricType;
 
+    // Label values held packed (see `packed_value`): a cgroup path with a UUID and a
+    // container id, and the id alone.
+    const CID: &str = "280cc3617f18651e386e985671212374a5616d565eab9c919dcacf1f6248324e";
+    const CGROUP: &str = "/kubepods/burstable/podaeb18761-ae1d-40f7-a265-ece4655626ba/\
+                          280cc3617f18651e386e985671212374a5616d565eab9c919dcacf1f6248324e";
+
     fn payload() -> Payload {
         let info = |pairs: &[(&str, &str)], metadata| {
             let ls = LabelSet::from_pairs(pairs.iter().copied()).unwrap();
@@ -401,6 +421,7 @@ mod tests {
             Some(Arc::new((MetricType::Gauge, "Health.".into(), String::new()))),
         );
         let x = info(&[("__name__", "x"), ("v", "é\\n\"")], None);
+        let c = info(&[("__name__", "c"), ("id", CGROUP), ("name", CID)], None);
         let with = |mut s: Sample, st: i64, ex: Vec<(LabelSet, f64, i64)>| {
             s.start_timestamp = st;
             s.exemplars = (!ex.is_empty()).then(|| Box::new(ex));
@@ -416,6 +437,7 @@ mod tests {
                 with(Sample::new(up.clone(), 1_700_000_015_000, STALE_NAN), 1_699_000_000_000, vec![]),
                 with(Sample::new(up.clone(), -5, 0.0), 1_699_000_000_000, vec![]),
                 with(Sample::new(x.clone(), 0, f64::NAN), 0, vec![(LabelSet::new(), 1.0, 0)]),
+                Sample::new(c, 1_700_000_000_000, 3.0),
                 // The same series again after another: a TimeSeries of its own.
                 Sample::new(up, 1_700_000_030_000, 2.0),
             ],
@@ -433,6 +455,8 @@ mod tests {
             let want = p.rw1(exemplars);
             assert_eq!(format!("{ours:?}"), format!("{want:?}"));
             assert_eq!(ours.timeseries[0].samples[1].value.to_bits(), STALE_NAN.to_bits());
+            let l = &ours.timeseries[2].labels;
+            assert_eq!((l[1].value.as_str(), l[2].value.as_str()), (CGROUP, CID), "unpacked on the wire");
         }
         let mut enc = Rw2Encoder::new();
         let mut out = Vec::new();
@@ -464,7 +488,15 @@ mod tests {
                 .map(|(labels, ts, st, value, family)| {
                     let mut pairs: Vec<(String, String)> = labels
                         .iter()
-                        .map(|(n, &v)| (format!("n{n}"), format!("v{}", if v < 120 { v % 5 } else { v })))
+                        .map(|(n, &v)| {
+                            let value = match v {
+                                0..120 => format!("v{}", v % 5),
+                                // Values held packed: a cgroup path with a UUID and an id.
+                                180.. => format!("/pod{v:08x}-0000-4000-a000-{v:012x}/{v:064x}"),
+                                _ => format!("v{v}"),
+                            };
+                            (format!("n{n}"), value)
+                        })
                         .collect();
                     pairs.push(("__name__".into(), format!("m{}", family)));
                     let ls =

@@ -55,7 +55,8 @@ fn put_series_labels(out: &mut Vec<u8>, ls: &SeriesLabels) {
     put_varint(out, ls.len() as u64);
     for l in ls {
         put_str(out, l.name);
-        put_str(out, l.value);
+        put_varint(out, l.value.len() as u64);
+        l.value.put(out);
     }
 }
 

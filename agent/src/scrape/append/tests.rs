@@ -473,9 +473,14 @@ fn new_series_are_built_on_their_neighbours_and_their_groups() {
             .new_series
             .iter()
             .map(|d| &d.labels)
-            .find(|l| l.metric_name() == Some(name) && l.get(key.0) == Some(key.1))
+            .find(|l| l.metric_name() == Some(name) && l.get(key.0).is_some_and(|v| v == key.1))
             .unwrap_or_else(|| panic!("{name} with {key:?} defined"));
-        assert_eq!((l.len(), l.get("instance"), l.get("job")), (len, Some("h:9100"), Some("j")), "{l}");
+        let text = |name| l.get(name).map(|v| v.to_string());
+        assert_eq!(
+            (l.len(), text("instance").as_deref(), text("job").as_deref()),
+            (len, Some("h:9100"), Some("j")),
+            "{l}"
+        );
         assert_eq!(*l, SeriesLabels::from_set(&l.to_label_set()));
         l.is_based()
     };

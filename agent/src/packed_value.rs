@@ -1,0 +1,409 @@
+//! Label values kept packed: runs of lowercase hex digits and UUIDs written at 7 bits a
+//! byte, for the interner ([`crate::series_labels`]) to hold.
+//!
+//! On a Kubernetes node a large share of the label text is hex: cAdvisor's 64-digit
+//! container ids (in `name`, and again in the cgroup path of `id`), pod UIDs in `id`, `uid`
+//! and volume mount paths. Every container's values are its own, so interning does not
+//! share them. Packed, a 64-digit id takes 38 bytes and a UUID 20, where the text took 64
+//! and 36.
+//!
+//! The packed form is still a `str`: the bytes packing adds are ASCII and raw text is copied
+//! in whole characters, so the interner keeps its one-allocation `ArcStr` and plain values
+//! are still lent out as `&str` without a check.
+//! Packing is a function of the text alone, so two values are equal exactly when their
+//! stored forms are, and equality and hashing never unpack.
+//!
+//! A packed value is a sequence of segments, each a header byte and its body:
+//!
+//! | header | body |
+//! |---|---|
+//! | `0x00..=0x3F` | raw text, `header + 1` bytes (whole UTF-8 characters) |
+//! | `0x40..=0x7E` | `header - 0x40 + MIN_RUN` hex digits, 7 bits a byte |
+//! | `0x7F` | a UUID's 32 hex digits, 7 bits a byte (19 bytes); the dashes are implied |
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The shortest hex run worth its header: 8 digits take 6 bytes.
+const MIN_RUN: usize = 8;
+const MAX_RUN: usize = MIN_RUN + (0x7E - 0x40);
+const MAX_RAW: usize = 0x40;
+const UUID: u8 = 0x7F;
+const UUID_LEN: usize = 36;
+/// Where a UUID's dashes are: 8-4-4-4-12.
+const DASHES: [usize; 4] = [8, 13, 18, 23];
+
+fn nibble(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_run(s: &[u8]) -> usize {
+    s.iter().take_while(|&&b| nibble(b).is_some()).count()
+}
+
+fn uuid_at(s: &[u8]) -> bool {
+    s.len() >= UUID_LEN
+        && s[..UUID_LEN]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| if DASHES.contains(&i) { b == b'-' } else { nibble(b).is_some() })
+}
+
+/// Bytes that `digits` hex digits take at 7 bits a byte.
+fn packed_len(digits: usize) -> usize {
+    (4 * digits).div_ceil(7)
+}
+
+/// Appends the hex digits of `text` (other bytes skipped) at 7 bits a byte.
+fn put_digits(out: &mut String, text: &[u8]) {
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in text {
+        let Some(n) = nibble(b) else { continue };
+        acc = (acc << 4) | n as u32;
+        bits += 4;
+        if bits >= 7 {
+            bits -= 7;
+            out.push(char::from(((acc >> bits) & 0x7F) as u8));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(((acc << (7 - bits)) & 0x7F) as u8));
+    }
+}
+
+/// Calls `put` with each of the `digits` hex digits packed in `body`.
+fn for_digits(body: &[u8], digits: usize, mut put: impl FnMut(u8)) {
+    let (mut acc, mut bits, mut left) = (0u32, 0u32, digits);
+    for &b in body {
+        acc = (acc << 7) | b as u32;
+        bits += 7;
+        while bits >= 4 && left > 0 {
+            bits -= 4;
+            left -= 1;
+            put(HEX[((acc >> bits) & 0xF) as usize]);
+        }
+    }
+}
+
+fn put_raw(out: &mut String, mut raw: &str) {
+    while !raw.is_empty() {
+        let mut n = raw.len().min(MAX_RAW);
+        while !raw.is_char_boundary(n) {
+            n -= 1;
+        }
+        out.push(char::from((n - 1) as u8));
+        out.push_str(&raw[..n]);
+        raw = &raw[n..];
+    }
+}
+
+/// Appends `value` packed to `out` and returns true, or appends nothing and returns false
+/// when packing would not make it shorter.
+pub fn pack(value: &str, out: &mut String) -> bool {
+    let bytes = value.as_bytes();
+    // The common case, a value without a hex run worth packing, costs one scan.
+    if !has_run(bytes) {
+        return false;
+    }
+    let start = out.len();
+    let (mut raw_from, mut i) = (0, 0);
+    while i < bytes.len() {
+        if uuid_at(&bytes[i..]) {
+            put_raw(out, &value[raw_from..i]);
+            out.push(char::from(UUID));
+            put_digits(out, &bytes[i..i + UUID_LEN]);
+            i += UUID_LEN;
+            raw_from = i;
+            continue;
+        }
+        let mut run = hex_run(&bytes[i..]);
+        // A UUID may start inside a run: its first 8 digits end the run at its first dash.
+        if run > 8 && uuid_at(&bytes[i + run - 8..]) {
+            run -= 8;
+        }
+        if run < MIN_RUN {
+            i += run.max(1);
+            while !value.is_char_boundary(i) {
+                i += 1;
+            }
+            continue;
+        }
+        put_raw(out, &value[raw_from..i]);
+        let mut left = run;
+        while left >= MIN_RUN {
+            let n = left.min(MAX_RUN);
+            out.push(char::from((0x40 + n - MIN_RUN) as u8));
+            put_digits(out, &bytes[i..i + n]);
+            i += n;
+            left -= n;
+        }
+        raw_from = i;
+        i += left;
+    }
+    put_raw(out, &value[raw_from..]);
+    if out.len() - start >= value.len() {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
+fn has_run(bytes: &[u8]) -> bool {
+    let mut run = 0;
+    for &b in bytes {
+        run = if nibble(b).is_some() { run + 1 } else { 0 };
+        if run == MIN_RUN {
+            return true;
+        }
+    }
+    false
+}
+
+/// One segment of a packed value.
+enum Piece<'a> {
+    Raw(&'a str),
+    /// Packed hex digits: their bytes, how many digits, and whether they are a UUID's.
+    Digits(&'a [u8], usize, bool),
+}
+
+/// Calls `each` with the segments of a packed value in order.
+fn for_pieces<'a>(packed: &'a str, mut each: impl FnMut(Piece<'a>)) {
+    let bytes = packed.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let h = bytes[i];
+        i += 1;
+        let (piece, n) = match h {
+            0x00..=0x3F => {
+                let n = h as usize + 1;
+                (Piece::Raw(&packed[i..i + n]), n)
+            }
+            UUID => {
+                let n = packed_len(32);
+                (Piece::Digits(&bytes[i..i + n], 32, true), n)
+            }
+            _ => {
+                let d = (h - 0x40) as usize + MIN_RUN;
+                let n = packed_len(d);
+                (Piece::Digits(&bytes[i..i + n], d, false), n)
+            }
+        };
+        each(piece);
+        i += n;
+    }
+}
+
+/// Calls `put` with each byte of a run of `digits` hex digits packed in `body`, a UUID's
+/// dashes put back.
+fn unpack_digits(body: &[u8], digits: usize, uuid: bool, mut put: impl FnMut(u8)) {
+    let mut at = 0;
+    for_digits(body, digits, |c| {
+        if uuid && DASHES.contains(&at) {
+            put(b'-');
+            at += 1;
+        }
+        put(c);
+        at += 1;
+    })
+}
+
+/// A label value as the interner holds it: plain text, or packed (see the module header).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Value<'a> {
+    Plain(&'a str),
+    Packed(&'a str),
+}
+
+impl<'a> Value<'a> {
+    /// The text, when it is held plain.
+    pub fn as_plain(self) -> Option<&'a str> {
+        match self {
+            Value::Plain(s) => Some(s),
+            Value::Packed(_) => None,
+        }
+    }
+
+    /// The text's length in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            Value::Plain(s) => s.len(),
+            Value::Packed(p) => {
+                let mut n = 0;
+                for_pieces(p, |piece| {
+                    n += match piece {
+                        Piece::Raw(r) => r.len(),
+                        Piece::Digits(_, _, true) => UUID_LEN,
+                        Piece::Digits(_, d, false) => d,
+                    }
+                });
+                n
+            }
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the text to `out`.
+    pub fn put(self, out: &mut Vec<u8>) {
+        match self {
+            Value::Plain(s) => out.extend_from_slice(s.as_bytes()),
+            Value::Packed(p) => for_pieces(p, |piece| match piece {
+                Piece::Raw(r) => out.extend_from_slice(r.as_bytes()),
+                Piece::Digits(body, d, uuid) => unpack_digits(body, d, uuid, |c| out.push(c)),
+            }),
+        }
+    }
+
+    /// Appends the text to `out`.
+    pub fn put_str(self, out: &mut String) {
+        match self {
+            Value::Plain(s) => out.push_str(s),
+            Value::Packed(p) => for_pieces(p, |piece| match piece {
+                Piece::Raw(r) => out.push_str(r),
+                Piece::Digits(body, d, uuid) => unpack_digits(body, d, uuid, |c| out.push(char::from(c))),
+            }),
+        }
+    }
+
+    /// The text, borrowed when it is held plain.
+    pub fn text(self) -> Cow<'a, str> {
+        match self {
+            Value::Plain(s) => Cow::Borrowed(s),
+            Value::Packed(_) => {
+                let mut out = String::with_capacity(self.len());
+                self.put_str(&mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+}
+
+impl PartialEq<str> for Value<'_> {
+    fn eq(&self, other: &str) -> bool {
+        match *self {
+            Value::Plain(s) => s == other,
+            Value::Packed(_) => self.text() == other,
+        }
+    }
+}
+
+impl PartialEq<&str> for Value<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// As the text's `Debug`: quoted and escaped.
+impl fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.text(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn packed(value: &str) -> Option<String> {
+        let mut out = String::new();
+        pack(value, &mut out).then_some(out)
+    }
+
+    fn round_trip(value: &str) -> String {
+        match packed(value) {
+            None => value.to_owned(),
+            Some(p) => {
+                let v = Value::Packed(&p);
+                assert_eq!(v.len(), value.len(), "{value}");
+                v.text().into_owned()
+            }
+        }
+    }
+
+    const CID: &str = "280cc3617f18651e386e985671212374a5616d565eab9c919dcacf1f6248324e";
+
+    #[test]
+    fn container_ids_and_uuids_take_about_half() {
+        assert_eq!(packed(CID).unwrap().len(), 1 + 37);
+        let uid = "aeb18761-ae1d-40f7-a265-ece4655626ba";
+        assert_eq!(packed(uid).unwrap().len(), 1 + 19);
+        // The harness's and cAdvisor's cgroup path: raw, UUID, raw, id. The `d` of `pod`
+        // is a hex digit before the UUID's first eight.
+        let id = format!("/kubepods/burstable/pod{uid}/{CID}");
+        let p = packed(&id).unwrap();
+        assert_eq!(p.len(), (1 + 23) + (1 + 19) + (1 + 1) + (1 + 37), "{p:?}");
+        for v in [CID, uid, &id] {
+            assert_eq!(round_trip(v), v);
+        }
+    }
+
+    #[test]
+    fn values_packing_would_not_shorten_stay_plain() {
+        for v in [
+            "",
+            "total",
+            "0.005",
+            "1234567",
+            "GET",
+            "checkout-7ccp66rxb4-78ggp",
+            "deadbee-f",
+            "DEADBEEF0",
+            "x12345678y",
+        ] {
+            assert_eq!(packed(v), None, "{v}");
+        }
+        // Eight digits save two bytes, what the raw text's headers cost on both sides.
+        assert!(packed("12345678").is_some() && packed("x12345678").is_some());
+    }
+
+    #[test]
+    fn long_runs_and_long_raw_text_split() {
+        let long = "0123456789abcdef".repeat(20);
+        assert_eq!(round_trip(&long), long);
+        let mixed = format!("{}/{}/{}", "é".repeat(100), CID.repeat(3), "x".repeat(7));
+        assert_eq!(round_trip(&mixed), mixed);
+        let odd = format!("{}{}", &CID.repeat(2)[..MAX_RUN + 3], "z");
+        assert_eq!(round_trip(&odd), odd);
+    }
+
+    #[test]
+    fn compares_with_text() {
+        let p = packed(CID).unwrap();
+        assert!(Value::Packed(&p) == CID);
+        assert!(Value::Packed(&p) != CID[1..]);
+        assert_eq!(format!("{:?}", Value::Packed(&p)), format!("{CID:?}"));
+        assert_eq!(Value::Packed(&p).to_string(), CID);
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_round_trips(v in "([0-9a-f]{0,80}|[-/a-z]{0,5}|\\PC{0,3}){0,8}") {
+            prop_assert_eq!(round_trip(&v), v.clone());
+            if let Some(p) = packed(&v) {
+                prop_assert!(p.len() < v.len());
+            }
+        }
+
+        #[test]
+        fn uuids_anywhere_round_trip(pre in "[0-9a-g-]{0,12}", post in "[0-9a-g-]{0,12}", u in "[0-9a-f]{32}") {
+            let uid = format!("{}-{}-{}-{}-{}", &u[..8], &u[8..12], &u[12..16], &u[16..20], &u[20..]);
+            let v = format!("{pre}{uid}{post}");
+            prop_assert_eq!(round_trip(&v), v.clone());
+        }
+    }
+}
