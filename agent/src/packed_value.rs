@@ -77,17 +77,21 @@ fn put_digits(out: &mut String, text: &[u8]) {
     }
 }
 
-/// Calls `put` with each of the `digits` hex digits packed in `body`.
-fn for_digits(body: &[u8], digits: usize, mut put: impl FnMut(u8)) {
-    let (mut acc, mut bits, mut left) = (0u32, 0u32, digits);
-    for &b in body {
-        acc = (acc << 7) | b as u32;
-        bits += 7;
-        while bits >= 4 && left > 0 {
-            bits -= 4;
-            left -= 1;
-            put(HEX[((acc >> bits) & 0xF) as usize]);
+/// Writes the `digits` hex digits packed in `body` to the front of `out`.
+///
+/// Eight packed bytes are 56 bits, fourteen digits exactly, so a chunk of eight is gathered
+/// into one word and written out without carrying bits between chunks. This is on the send
+/// path: the encoders unpack every packed value a request carries.
+fn unpack_hex(body: &[u8], digits: usize, out: &mut [u8]) {
+    let mut at = 0;
+    for chunk in body.chunks(8) {
+        let word = chunk.iter().fold(0u64, |w, &b| (w << 7) | u64::from(b));
+        let bits = 7 * chunk.len() as u32;
+        let n = (bits as usize / 4).min(digits - at);
+        for (k, d) in out[at..at + n].iter_mut().enumerate() {
+            *d = HEX[((word >> (bits - 4 * (k as u32 + 1))) & 0xF) as usize];
         }
+        at += n;
     }
 }
 
@@ -199,18 +203,28 @@ fn for_pieces<'a>(packed: &'a str, mut each: impl FnMut(Piece<'a>)) {
     }
 }
 
-/// Calls `put` with each byte of a run of `digits` hex digits packed in `body`, a UUID's
-/// dashes put back.
-fn unpack_digits(body: &[u8], digits: usize, uuid: bool, mut put: impl FnMut(u8)) {
-    let mut at = 0;
-    for_digits(body, digits, |c| {
-        if uuid && DASHES.contains(&at) {
-            put(b'-');
-            at += 1;
+/// The longest text one segment of digits stands for: a run of `MAX_RUN`, or a UUID.
+const MAX_DIGITS_TEXT: usize = if MAX_RUN > UUID_LEN { MAX_RUN } else { UUID_LEN };
+
+/// Writes the text of a segment of `digits` packed hex digits to `buf`, a UUID's dashes put
+/// back, and returns it.
+fn digits_text<'b>(body: &[u8], digits: usize, uuid: bool, buf: &'b mut [u8; MAX_DIGITS_TEXT]) -> &'b [u8] {
+    if !uuid {
+        unpack_hex(body, digits, &mut buf[..digits]);
+        return &buf[..digits];
+    }
+    let mut hex = [0u8; 32];
+    unpack_hex(body, 32, &mut hex);
+    let mut from = 0;
+    for (group, end) in [8, 12, 16, 20, 32].into_iter().enumerate() {
+        let to = from + group;
+        buf[to..to + end - from].copy_from_slice(&hex[from..end]);
+        if end < 32 {
+            buf[to + end - from] = b'-';
         }
-        put(c);
-        at += 1;
-    })
+        from = end;
+    }
+    &buf[..UUID_LEN]
 }
 
 /// A label value as the interner holds it: plain text, or packed (see the module header).
@@ -257,7 +271,9 @@ impl<'a> Value<'a> {
             Value::Plain(s) => out.extend_from_slice(s.as_bytes()),
             Value::Packed(p) => for_pieces(p, |piece| match piece {
                 Piece::Raw(r) => out.extend_from_slice(r.as_bytes()),
-                Piece::Digits(body, d, uuid) => unpack_digits(body, d, uuid, |c| out.push(c)),
+                Piece::Digits(body, d, uuid) => {
+                    out.extend_from_slice(digits_text(body, d, uuid, &mut [0; MAX_DIGITS_TEXT]))
+                }
             }),
         }
     }
@@ -268,7 +284,11 @@ impl<'a> Value<'a> {
             Value::Plain(s) => out.push_str(s),
             Value::Packed(p) => for_pieces(p, |piece| match piece {
                 Piece::Raw(r) => out.push_str(r),
-                Piece::Digits(body, d, uuid) => unpack_digits(body, d, uuid, |c| out.push(char::from(c))),
+                Piece::Digits(body, d, uuid) => {
+                    let mut buf = [0; MAX_DIGITS_TEXT];
+                    let text = digits_text(body, d, uuid, &mut buf);
+                    out.push_str(std::str::from_utf8(text).expect("hex digits and dashes are ASCII"))
+                }
             }),
         }
     }

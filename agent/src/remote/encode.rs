@@ -195,7 +195,7 @@ pub fn apply_created(samples: &mut [Sample]) {
             k.push('\u{0}');
             k.push_str(l.name);
             k.push('=');
-            k.push_str(&l.value.text());
+            l.value.put_str(&mut k);
         }
         k
     }
