@@ -32,6 +32,7 @@ const UUID: u8 = 0x7F;
 const UUID_LEN: usize = 36;
 /// Where a UUID's dashes are: 8-4-4-4-12.
 const DASHES: [usize; 4] = [8, 13, 18, 23];
+const UUID_DIGITS: usize = UUID_LEN - DASHES.len();
 
 fn nibble(b: u8) -> Option<u8> {
     match b {
@@ -127,9 +128,11 @@ pub fn pack(value: &str, out: &mut String) -> bool {
             continue;
         }
         let mut run = hex_run(&bytes[i..]);
-        // A UUID may start inside a run: its first 8 digits end the run at its first dash.
-        if run > 8 && uuid_at(&bytes[i + run - 8..]) {
-            run -= 8;
+        // A UUID may start inside a run: its first group of digits ends the run at its first
+        // dash.
+        let first_group = DASHES[0];
+        if run > first_group && uuid_at(&bytes[i + run - first_group..]) {
+            run -= first_group;
         }
         if run < MIN_RUN {
             i += run.max(1);
@@ -189,8 +192,8 @@ fn for_pieces<'a>(packed: &'a str, mut each: impl FnMut(Piece<'a>)) {
                 (Piece::Raw(&packed[i..i + n]), n)
             }
             UUID => {
-                let n = packed_len(32);
-                (Piece::Digits(&bytes[i..i + n], 32, true), n)
+                let n = packed_len(UUID_DIGITS);
+                (Piece::Digits(&bytes[i..i + n], UUID_DIGITS, true), n)
             }
             _ => {
                 let d = (h - 0x40) as usize + MIN_RUN;
@@ -213,16 +216,17 @@ fn digits_text<'b>(body: &[u8], digits: usize, uuid: bool, buf: &'b mut [u8; MAX
         unpack_hex(body, digits, &mut buf[..digits]);
         return &buf[..digits];
     }
-    let mut hex = [0u8; 32];
-    unpack_hex(body, 32, &mut hex);
-    let mut from = 0;
-    for (group, end) in [8, 12, 16, 20, 32].into_iter().enumerate() {
-        let to = from + group;
-        buf[to..to + end - from].copy_from_slice(&hex[from..end]);
-        if end < 32 {
-            buf[to + end - from] = b'-';
+    let mut hex = [0u8; UUID_DIGITS];
+    unpack_hex(body, UUID_DIGITS, &mut hex);
+    // Each group of digits is copied whole, then the dash after it (none after the last).
+    let (mut start, mut digit) = (0, 0);
+    for end in DASHES.into_iter().chain([UUID_LEN]) {
+        let n = end - start;
+        buf[start..end].copy_from_slice(&hex[digit..digit + n]);
+        if end < UUID_LEN {
+            buf[end] = b'-';
         }
-        from = end;
+        (start, digit) = (end + 1, digit + n);
     }
     &buf[..UUID_LEN]
 }

@@ -66,8 +66,7 @@ fn sample_len(ts: i64, st: i64) -> usize {
     9 + 1 + varint_len(ts as u64) + if st != 0 { 1 + varint_len(st as u64) } else { 0 }
 }
 
-/// Length of an RW1 `Label { name = 1; value = 2 }`.
-/// Length of a label's body, from its name's and value's lengths.
+/// Length of an RW1 `Label { name = 1; value = 2 }`, from its name's and value's lengths.
 fn label_len(name: usize, value: usize) -> usize {
     field_len(1, name) + field_len(2, value)
 }
