@@ -4,6 +4,12 @@
 //! while caching many targets' series.
 //!
 //! `cargo bench -p ferry-agent --bench scrape`
+//!
+//! `cargo bench -p ferry-agent --bench scrape -- --census DIR` instead scrapes every file in
+//! DIR once, each as a target of its own (say, every target of the shared harness saved with
+//! curl), keeps the series it defines, and prints what their labels take: label sets whole and
+//! based, interned labels, the interner's table, as the blocks asked of the allocator and as
+//! glibc's chunks (8 bytes of header, rounded up to 16, at least 32).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -89,6 +95,91 @@ fn rss_bytes() -> u64 {
         * 1024
 }
 
+/// The chunk glibc's malloc carves for a request of `n` bytes.
+fn glibc_chunk(n: usize) -> usize {
+    (n + 8).div_ceil(16).max(2) * 16
+}
+
+/// `--census DIR`: see the module header.
+fn census(job: &ferry_agent::config::Job, dir: &Path) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("--census {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    files.sort();
+    let ids = Arc::new(AtomicU64::new(1));
+    // Held as the WAL's table holds them, so that the interner keeps their labels.
+    let mut defined = Vec::new();
+    for (t, file) in files.iter().enumerate() {
+        let body = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let public =
+            LabelSet::from_pairs([("instance", format!("127.0.0.1:{}", 20000 + t)), ("job", "bench".into())])
+                .unwrap();
+        let mut st = TargetState::new(public, t as u64, ids.clone());
+        let b = st.scrape(
+            job,
+            Fetched::Body {
+                body: &body,
+                content_type: Some("text/plain; version=0.0.4"),
+                decoded_len: body.len(),
+            },
+            1,
+            1,
+            0.0,
+        );
+        assert!(b.error.is_none(), "{}: {:?}", file.display(), b.error);
+        defined.extend(b.new_series.into_iter().map(|d| d.labels));
+    }
+    let n = defined.len();
+    let per = |bytes: usize| bytes as f64 / n as f64;
+    let mut rows: Vec<(String, usize, usize, usize)> = Vec::new();
+    for based in [false, true] {
+        let sets: Vec<_> = defined.iter().filter(|s| s.is_based() == based).collect();
+        let asked = sets.iter().map(|s| s.block_bytes()).sum();
+        let chunks = sets.iter().map(|s| glibc_chunk(s.block_bytes())).sum();
+        rows.push((
+            format!("label sets, {}", if based { "based" } else { "whole" }),
+            sets.len(),
+            asked,
+            chunks,
+        ));
+    }
+    let (mut asked, mut chunks) = (0, 0);
+    let interned = ferry_agent::series_labels::census(|b| {
+        asked += b;
+        chunks += glibc_chunk(b);
+    });
+    rows.push((
+        format!("interned labels ({} B of text)", interned.text_bytes),
+        interned.labels,
+        asked,
+        chunks,
+    ));
+    rows.push(("the interner's table".into(), 1, interned.table_bytes, interned.table_bytes));
+    println!("{} files, {n} series\n", files.len());
+    println!("| what | count | MB asked | B/series asked | MB in glibc chunks | B/series in chunks |");
+    println!("|---|---|---|---|---|---|");
+    let (mut total_asked, mut total_chunks) = (0, 0);
+    for (what, count, asked, chunks) in rows {
+        println!(
+            "| {what} | {count} | {:.1} | {:.0} | {:.1} | {:.0} |",
+            asked as f64 / 1e6,
+            per(asked),
+            chunks as f64 / 1e6,
+            per(chunks)
+        );
+        total_asked += asked;
+        total_chunks += chunks;
+    }
+    println!(
+        "| all | | {:.1} | {:.0} | {:.1} | {:.0} |",
+        total_asked as f64 / 1e6,
+        per(total_asked),
+        total_chunks as f64 / 1e6,
+        per(total_chunks)
+    );
+}
+
 fn main() {
     let job = Config::parse(
         "scrape_configs: [{job_name: bench, scrape_interval: 15s}]",
@@ -99,6 +190,11 @@ fn main() {
     .unwrap()
     .jobs
     .remove(0);
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--census") {
+        let dir = args.get(i + 1).expect("--census DIR");
+        return census(&job, Path::new(dir));
+    }
     let ids = Arc::new(AtomicU64::new(1));
     println!("| exposition | series | samples/s per core (cache hits) | ns/sample |");
     println!("|---|---|---|---|");

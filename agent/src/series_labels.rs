@@ -374,6 +374,43 @@ impl SeriesLabels {
     pub fn shares(&self, other: &SeriesLabels) -> bool {
         self.0.ptr() == other.0.ptr()
     }
+
+    /// The bytes this set's own block asks of the allocator: the count, the [`Shape`], the
+    /// length and a pointer per label it holds. Its labels' blocks are not counted (they are
+    /// shared, see [`census`]), nor its base's.
+    pub fn block_bytes(&self) -> usize {
+        let word = std::mem::size_of::<usize>();
+        word + std::mem::size_of::<Shape>() + word + std::mem::size_of_val(&self.0.slice)
+    }
+}
+
+/// The interner's size, for memory accounting (`cargo bench -p ferry-agent --bench scrape --
+/// --census DIR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub labels: usize,
+    /// Their text as held (name prefix, name, value packed or not).
+    pub text_bytes: usize,
+    /// The table's buckets and control bytes.
+    pub table_bytes: usize,
+}
+
+/// Counts the interned labels, calling `block` with the bytes each one's block asks of the
+/// allocator (two words of count and length, then the text).
+pub fn census(mut block: impl FnMut(usize)) -> Census {
+    let interner = INTERNER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut text_bytes = 0;
+    for p in interner.table.iter() {
+        text_bytes += p.0.len();
+        block(2 * std::mem::size_of::<usize>() + p.0.len());
+    }
+    // hashbrown keeps its load at most 7/8 in a power of two of buckets, a control byte each.
+    let buckets = (interner.table.capacity() * 8).div_ceil(7).next_power_of_two();
+    Census {
+        labels: interner.table.len(),
+        text_bytes,
+        table_bytes: buckets * (std::mem::size_of::<Pair>() + 1),
+    }
 }
 
 /// By text, so equal sets are equal whatever their shape and however their labels were
@@ -653,6 +690,30 @@ mod tests {
         assert_eq!(sum.to_label_set(), labels("h_sum", None));
         assert_ne!(second, third);
         assert_ne!(sum, first);
+    }
+
+    #[test]
+    fn a_set_asks_for_its_header_and_a_pointer_a_label_it_holds() {
+        let whole = SeriesLabels::from_set(&set(&[("__name__", "a"), ("b", "1"), ("c", "2")]));
+        assert_eq!(whole.block_bytes(), 32 + 3 * 8);
+        let based =
+            SeriesLabels::from_set_near(&set(&[("__name__", "a"), ("b", "1"), ("c", "3")]), Some(&whole));
+        assert!(based.is_based());
+        assert_eq!(based.block_bytes(), 32 + 8);
+    }
+
+    #[test]
+    fn the_census_counts_a_held_label_and_its_text() {
+        let value = "a value only this test interns";
+        let held = SeriesLabels::from_set(&set(&[("census_test_label", value)]));
+        let mut blocks = Vec::new();
+        let c = census(|b| blocks.push(b));
+        assert_eq!(c.labels, blocks.len());
+        // The prefix code's byte, the name, the value: two words of count and length before.
+        let text = 1 + "census_test_label".len() + value.len();
+        assert!(blocks.contains(&(16 + text)), "{blocks:?}");
+        assert!(c.text_bytes >= text && c.table_bytes >= 9 * c.labels);
+        drop(held);
     }
 
     #[test]
