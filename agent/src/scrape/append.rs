@@ -402,11 +402,15 @@ impl TargetState {
         // Forget what has not been seen for a while, so churn does not grow the cache. (A
         // series tracked by this scrape or the last was seen by it, so it stays.)
         if self.generation.is_multiple_of(16) {
-            let pending = &mut self.pending;
+            let (pending, gone) = (&mut self.pending, &mut out.gone);
             self.cache.retain(|e| {
                 let keep = e.unseen() < EVICT_AFTER;
-                if !keep && !e.announced() {
-                    pending.remove(&e.id());
+                if !keep {
+                    if e.announced() {
+                        gone.extend(e.series());
+                    } else {
+                        pending.remove(&e.id());
+                    }
                 }
                 keep
             });
@@ -602,6 +606,11 @@ impl TargetState {
         let n = if job.extra_scrape_metrics { 8 } else { 5 };
         for def in self.report.iter().take(n) {
             out.samples.push(BatchSample { series: def.id, timestamp: ts, value: STALE_NAN });
+        }
+        // The loop ends here: every series it defined is gone.
+        out.gone = self.cache.values().filter(|e| e.announced()).filter_map(CacheEntry::series).collect();
+        if self.report_sent {
+            out.gone.extend(self.report.iter().map(|d| d.id));
         }
         self.generation += 1;
         out

@@ -54,4 +54,8 @@ pub struct ScrapeBatch {
     pub metadata: Vec<BatchMetadata>,
     /// Whether the scrape succeeded (`up`), and why not.
     pub error: Option<String>,
+    /// Series, defined by earlier batches, that this target will not use again (its cache
+    /// forgot them, or the target went): the WAL may forget their labels once no segment on
+    /// disk uses them. Not written to the WAL: after a restart nothing is known anyway.
+    pub gone: Vec<u64>,
 }

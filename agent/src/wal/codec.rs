@@ -246,7 +246,7 @@ pub fn decode_with(
     if !r.0.is_empty() {
         return None;
     }
-    Some(ScrapeBatch { target, timestamp, new_series, samples, exemplars, metadata, error })
+    Some(ScrapeBatch { target, timestamp, new_series, samples, exemplars, metadata, error, gone: Vec::new() })
 }
 
 #[cfg(test)]
@@ -282,6 +282,7 @@ mod tests {
                 unit: "".into(),
             }],
             error: None,
+            gone: Vec::new(),
         }
     }
 

@@ -27,9 +27,6 @@ use crate::scrape::batch::{ScrapeBatch, SeriesDef};
 
 /// Largest record accepted when reading; anything bigger is damage, not data.
 const MAX_RECORD: u32 = 256 << 20;
-/// Series whose labels have not been stated for this long, and whose last statement is in
-/// a deleted segment, are forgotten by the writer.
-const LABELS_TTL: Duration = Duration::from_secs(3 * 3600);
 
 /// A position in the log: the start of a record (or the end of the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -79,24 +76,18 @@ pub struct Options {
     pub segment_size: u64,
 }
 
-/// What the writer knows of a series: its labels, and where and when it last stated them.
+/// The writer's series: each id's labels, and a mark on those the segment being written
+/// states already (by its tag, [`Writer::tag`]).
 ///
 /// One table serves both questions the writer asks per sample (does this segment state the
 /// series yet? what are its labels?) and the readers' (which labels does this id have?), in
-/// 16 bytes a slot of an [`IdMap`] (see `known_is_16_bytes`): at 500k series, separate hash
-/// tables for the three cost about 150 bytes per series, one hash table about 70.
-#[derive(Debug, Clone)]
-struct Known {
-    labels: SeriesLabels,
-    /// The last segment that states the labels, as a [`Writer::tag`]; 0 for none yet.
-    stated_in: u32,
-    /// When that was, in seconds since the log was opened.
-    stated_at: u32,
-}
-
-/// The writer's series, shared with readers so they need not decode (and hold) their own
-/// copies of the labels of series this process wrote.
-type SharedLabels = Arc<Mutex<IdMap<Known>>>;
+/// 8 bytes a slot of an [`IdMap`] and a bit (see `a_slot_is_a_handle`). A series leaves it
+/// when its target says it will not use it again ([`ScrapeBatch::gone`]) and no segment on
+/// disk uses it any more (see [`Writer::gone`]).
+///
+/// Shared with readers so they need not decode (and hold) their own copies of the labels of
+/// series this process wrote.
+type SharedLabels = Arc<Mutex<IdMap<SeriesLabels>>>;
 
 struct Writer {
     segments: BTreeMap<u64, Segment>,
@@ -104,8 +95,11 @@ struct Writer {
     cur: Pos,
     /// The first segment this process writes: segments are tagged relative to it.
     first_seg: u64,
-    opened: Instant,
     labels: SharedLabels,
+    /// Series targets have said they will not use again, by the segment that was being
+    /// written then: they leave `labels` when that segment and every one before it are
+    /// deleted, since until then a reader may meet them in a record.
+    gone: BTreeMap<u64, Vec<u64>>,
     last_sync: Instant,
     dirty: bool,
     /// Endpoint → the next position it must send.
@@ -144,9 +138,18 @@ impl Writer {
         seg.checked_sub(self.first_seg).map_or(0, |d| d as u32 + 1)
     }
 
-    /// `at` as seconds since the log was opened.
-    fn seconds(&self, at: Instant) -> u32 {
-        at.duration_since(self.opened).as_secs() as u32
+    /// Forgets the series whose last segment is deleted: `gone` entries older than every
+    /// segment on disk.
+    fn forget_gone(&mut self) {
+        let oldest = self.segments.keys().next().copied().unwrap_or(self.cur.seg);
+        let mut labels = self.labels.lock().expect("labels lock");
+        while let Some(entry) = self.gone.first_entry()
+            && *entry.key() < oldest
+        {
+            for id in entry.remove() {
+                labels.remove(id);
+            }
+        }
     }
 }
 
@@ -344,8 +347,8 @@ impl Wal {
                 file: None,
                 cur: Pos { seg: next, off: 0 },
                 first_seg: next,
-                opened: Instant::now(),
                 labels: Arc::new(Mutex::new(IdMap::new())),
+                gone: BTreeMap::new(),
                 last_sync: Instant::now(),
                 dirty: false,
                 cursors: BTreeMap::new(),
@@ -392,15 +395,24 @@ impl Wal {
         // a batch lost to a failed rotation or write must not take its definitions with it.
         {
             let mut labels = shared.lock().expect("labels lock");
-            let at = w.seconds(now);
             for d in &batch.new_series {
-                labels.insert(d.id, Known { labels: d.labels.clone(), stated_in: 0, stated_at: at });
+                labels.insert(d.id, d.labels.clone());
             }
         }
-        if w.file.is_none() || w.data_bytes >= w.segment_limit || w.force_rotate {
+        let rotated = if w.file.is_none() || w.data_bytes >= w.segment_limit || w.force_rotate {
             w.force_rotate = false;
-            self.rotate(&mut w)?;
+            self.rotate(&mut w)
+        } else {
+            Ok(())
+        };
+        // By the segment this batch's record goes to, which may still use them (for stale
+        // markers); noted whether or not anything fails, or a failed write would keep them
+        // for good.
+        if !batch.gone.is_empty() {
+            let seg = w.cur.seg;
+            w.gone.entry(seg).or_default().extend_from_slice(&batch.gone);
         }
+        rotated?;
         let tag = w.tag(w.cur.seg);
         // The batch's series ids, fingerprinted (128 bits, as the scrape cache's keys; a
         // collision would have to happen between two batches of one target).
@@ -415,10 +427,10 @@ impl Wal {
         if !steady {
             let labels = shared.lock().expect("labels lock");
             for s in &batch.samples {
-                if let Some(k) = labels.get(s.series)
-                    && k.stated_in != tag
+                if let Some(l) = labels.get(s.series)
+                    && !labels.marked(s.series, tag)
                 {
-                    defs.push(SeriesDef { id: s.series, labels: k.labels.clone() });
+                    defs.push(SeriesDef { id: s.series, labels: l.clone() });
                 }
             }
         }
@@ -458,13 +470,9 @@ impl Wal {
             return Err(e);
         }
         if !defs.is_empty() {
-            let at = w.seconds(now);
             let mut labels = shared.lock().expect("labels lock");
             for d in &defs {
-                if let Some(k) = labels.get_mut(d.id) {
-                    k.stated_in = tag;
-                    k.stated_at = at;
-                }
+                labels.mark(d.id, tag);
             }
         }
         // Every series of this batch is stated in this segment now.
@@ -502,16 +510,6 @@ impl Wal {
         w.data_bytes = 0;
         w.steady.clear();
         self.delete_consumed(w);
-        // Forget series no segment on disk states and none has needed for a while. A series
-        // in steady use is stated in every segment, so it stays however long segments last;
-        // one a reader may still meet is stated in a segment still on disk.
-        let oldest = w.segments.keys().next().map_or(0, |&s| w.tag(s));
-        let now = w.seconds(Instant::now());
-        let ttl = LABELS_TTL.as_secs() as u32;
-        w.labels
-            .lock()
-            .expect("labels lock")
-            .retain(|_, k| k.stated_in >= oldest || now.saturating_sub(k.stated_at) < ttl);
         Ok(())
     }
 
@@ -631,6 +629,7 @@ impl Wal {
                 self.metrics.segments_deleted.fetch_add(1, Relaxed);
             }
         }
+        w.forget_gone();
     }
 
     fn enforce_cap(&self, w: &mut Writer) {
@@ -674,6 +673,7 @@ impl Wal {
         }
         let _ = std::fs::remove_file(seg_path(&self.dir, seg));
         w.segments.remove(&seg);
+        w.forget_gone();
         self.metrics.segments_deleted.fetch_add(1, Relaxed);
         tracing::warn!(
             segment = seg,
@@ -692,13 +692,6 @@ impl Wal {
     /// The cursor the WAL holds for `endpoint` (moved forward when data was dropped).
     pub fn cursor(&self, endpoint: &str) -> Option<Pos> {
         self.w.lock().expect("wal lock").cursors.get(endpoint).copied()
-    }
-
-    /// Moves the writer's clock forward by `d`, as if that much time had passed.
-    #[cfg(test)]
-    fn advance_clock(&self, d: Duration) {
-        let mut w = self.w.lock().expect("wal lock");
-        w.opened = w.opened.checked_sub(d).expect("clock far enough from boot");
     }
 
     /// Makes the next append start a new segment.
@@ -764,7 +757,7 @@ impl Reader {
         if let Some(l) = self.defs.get(&id) {
             return Some(l.clone());
         }
-        self.shared.lock().expect("labels lock").get(id).map(|k| k.labels.clone())
+        self.shared.lock().expect("labels lock").get(id).cloned()
     }
 
     /// The next record before `end`, if any. Moves to the next segment at a segment's end;
@@ -804,7 +797,7 @@ impl Reader {
                 Rec::Ok(payload) => {
                     self.pos.off += 8 + payload.len() as u64;
                     let shared = self.shared.lock().expect("labels lock");
-                    let decoded = codec::decode_with(&payload, |id| shared.get(id).map(|k| k.labels.clone()));
+                    let decoded = codec::decode_with(&payload, |id| shared.get(id).cloned());
                     let Some(mut batch) = decoded else { continue };
                     // Series this process wrote are in the writer's table as long as a segment
                     // on disk states them; only older ones (recovered segments) need a copy here.

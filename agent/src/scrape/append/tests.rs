@@ -335,6 +335,14 @@ fn end_of_run_markers_cover_report_series() {
     let rows = h.rows(&b);
     assert_eq!(rows.len(), 6, "a plus the five report series");
     assert!(rows.iter().all(|r| r.1 == STALE_NAN_BITS));
+    // Every series the loop defined goes with it, the report series' eight included.
+    let mut gone = b.gone.clone();
+    gone.sort_unstable();
+    let mut defined: Vec<u64> =
+        h.st.report.iter().map(|d| d.id).chain(h.st.cache.values().filter_map(|e| e.series())).collect();
+    defined.sort_unstable();
+    assert_eq!(gone.len(), 9);
+    assert_eq!(gone, defined);
 }
 
 #[test]
@@ -407,9 +415,13 @@ fn the_cache_forgets_series_unseen_for_twenty_scrapes_and_redefines_them() {
     // drops it within 16 more.
     let mut gone_after = None;
     for n in 1..=40 {
-        h.scrape("a 1\n");
+        let (batch, _) = h.scrape("a 1\n");
         if gone_after.is_none() && h.st.cache.len() == 1 {
             gone_after = Some(n);
+            // The batch of the scrape that forgot it tells the WAL so.
+            assert_eq!(batch.gone, [b_id]);
+        } else {
+            assert!(batch.gone.is_empty(), "scrape {n} said {:?} went", batch.gone);
         }
     }
     let n = gone_after.expect("b was never forgotten");
