@@ -63,10 +63,6 @@ impl<V> IdMap<V> {
         self.pages.get(&(id / PAGE))?.slots[(id % PAGE) as usize].as_ref()
     }
 
-    pub fn get_mut(&mut self, id: u64) -> Option<&mut V> {
-        self.pages.get_mut(&(id / PAGE))?.slots[(id % PAGE) as usize].as_mut()
-    }
-
     /// Sets `id` to `v`, returning what it held.
     pub fn insert(&mut self, id: u64, v: V) -> Option<V> {
         let page = self.pages.entry(id / PAGE).or_insert_with(|| Page {
@@ -146,8 +142,6 @@ mod tests {
         assert_eq!((m.len(), m.pages()), (3 * PAGE as usize, 3));
         assert_eq!(m.insert(5, 7), Some(50));
         assert_eq!(m.get(5), Some(&7));
-        *m.get_mut(6).unwrap() += 1;
-        assert_eq!(m.get(6), Some(&61));
         assert_eq!(m.get(3 * PAGE), None);
         // Churn frees the first page whole; one survivor keeps the second.
         for id in 0..2 * PAGE - 1 {

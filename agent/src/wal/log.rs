@@ -142,6 +142,10 @@ impl Writer {
     /// segment on disk.
     fn forget_gone(&mut self) {
         let oldest = self.segments.keys().next().copied().unwrap_or(self.cur.seg);
+        // Every acknowledgement comes here: take the readers' lock only with work to do.
+        if self.gone.first_key_value().is_none_or(|(&seg, _)| seg >= oldest) {
+            return;
+        }
         let mut labels = self.labels.lock().expect("labels lock");
         while let Some(entry) = self.gone.first_entry()
             && *entry.key() < oldest
