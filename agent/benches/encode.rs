@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use ferry_agent::config::Config;
 use ferry_agent::remote::encode::{
-    FamilyMeta, Payload, Sample, SeriesInfo, SeriesList, SeriesRef, family_candidates,
+    FamilyMeta, Payload, Sample, SeriesInfo, SeriesList, SeriesRef, WalLabels, family_candidates,
 };
+use ferry_agent::remote::id_runs::IdRuns;
 use ferry_agent::remote::wire::{Rw2Encoder, rw1};
 use ferry_agent::scrape::append::{Fetched, TargetState};
 use ferry_agent::series_labels::SeriesLabels;
@@ -32,8 +33,11 @@ mod targets;
 const TARGETS: usize = 200;
 const SERIES: usize = 2500;
 
-/// Each target's first `scrapes` scrapes, as the queue's payloads (one per scrape).
-fn payloads(whole: bool, scrapes: u64) -> Vec<Vec<Payload>> {
+/// Each target's first `scrapes` scrapes, as the queue's payloads (one per scrape), and the
+/// WAL's table their lists name series in, as the agent's are (`whole`: lists of labels of
+/// their own, every set rebuilt whole).
+fn payloads(whole: bool, scrapes: u64) -> (Vec<Vec<Payload>>, WalLabels) {
+    let mut wal = WalLabels::new();
     let yaml = "scrape_configs: [{job_name: bench, scrape_interval: 10s}]";
     let job = Config::parse(yaml, Path::new("bench.yaml"), false, |_| None).unwrap().jobs.remove(0);
     let ids = Arc::new(AtomicU64::new(1));
@@ -63,17 +67,26 @@ fn payloads(whole: bool, scrapes: u64) -> Vec<Vec<Payload>> {
             .collect();
         let labels: hashbrown::HashMap<u64, _> =
             batch.new_series.iter().map(|d| (d.id, d.labels.clone())).collect();
-        let list: SeriesList = batch
-            .samples
-            .iter()
-            .map(|s| {
-                let l = labels[&s.series].clone();
-                let l = if whole { SeriesLabels::from_set(&l.to_label_set()) } else { l };
-                let md =
-                    l.metric_name().and_then(|n| family_candidates(n).find_map(|f| families.get(f).cloned()));
-                Some(SeriesInfo::new(l, md))
-            })
-            .collect();
+        let metadata = |l: &SeriesLabels| {
+            l.metric_name().and_then(|n| family_candidates(n).find_map(|f| families.get(f).cloned()))
+        };
+        let list = if whole {
+            batch
+                .samples
+                .iter()
+                .map(|s| {
+                    let l = SeriesLabels::from_set(&labels[&s.series].to_label_set());
+                    let md = metadata(&l);
+                    Some(SeriesInfo::new(l, md))
+                })
+                .collect()
+        } else {
+            for (&id, l) in &labels {
+                wal.insert(id, l.clone());
+            }
+            let ids: IdRuns = batch.samples.iter().map(|s| s.series).collect();
+            SeriesList::by_id(ids, batch.samples.iter().map(|s| metadata(&labels[&s.series])))
+        };
         let payload = |batch: &ferry_agent::scrape::batch::ScrapeBatch| {
             let samples = batch
                 .samples
@@ -91,7 +104,7 @@ fn payloads(whole: bool, scrapes: u64) -> Vec<Vec<Payload>> {
         }
         out.push(per_target);
     }
-    out
+    (out, wal)
 }
 
 /// Compressed RW2 and RW1 bytes per sample for the request shapes a queue can send: each
@@ -100,7 +113,7 @@ fn payloads(whole: bool, scrapes: u64) -> Vec<Vec<Payload>> {
 /// together.
 fn wire_report() {
     let scrapes = 6;
-    let all = payloads(false, scrapes);
+    let (all, wal) = payloads(false, scrapes);
     let mut rw2 = Rw2Encoder::new();
     let mut snappy = BlockEncoder::default();
     let (mut buf, mut compressed) = (Vec::new(), Vec::new());
@@ -108,10 +121,10 @@ fn wire_report() {
         let (mut samples, mut v2, mut v1) = (0usize, 0usize, 0usize);
         for p in requests {
             samples += p.samples();
-            rw2.encode(&p, &mut buf);
+            rw2.encode(&p, &wal, &mut buf);
             snappy.encode_into(&buf, &mut compressed);
             v2 += compressed.len();
-            rw1(&p, false, &mut buf);
+            rw1(&p, false, &wal, &mut buf);
             snappy.encode_into(&buf, &mut compressed);
             v1 += compressed.len();
         }
@@ -142,7 +155,7 @@ fn wire_report() {
 /// compressors or encodings on the same bytes.
 fn dump(dir: &Path) {
     std::fs::create_dir_all(dir).expect("create the dump directory");
-    let all = payloads(false, 2);
+    let (all, wal) = payloads(false, 2);
     let mut rw2 = Rw2Encoder::new();
     let mut buf = Vec::new();
     for (t, p) in all.iter().enumerate() {
@@ -152,9 +165,9 @@ fn dump(dir: &Path) {
             metadata: Vec::new(),
         };
         for (what, payload) in [("scrape", &p[0]), ("merged2", &merged)] {
-            rw2.encode(payload, &mut buf);
+            rw2.encode(payload, &wal, &mut buf);
             std::fs::write(dir.join(format!("{t:03}-{what}.rw2")), &buf).expect("write a request");
-            rw1(payload, false, &mut buf);
+            rw1(payload, false, &wal, &mut buf);
             std::fs::write(dir.join(format!("{t:03}-{what}.rw1")), &buf).expect("write a request");
         }
     }
@@ -174,7 +187,8 @@ fn main() {
         return;
     }
     let whole = std::env::args().any(|a| a == "--whole");
-    let payloads: Vec<Payload> = payloads(whole, 1).into_iter().flatten().collect();
+    let (payloads, wal) = payloads(whole, 1);
+    let payloads: Vec<Payload> = payloads.into_iter().flatten().collect();
     let samples: usize = payloads.iter().map(|p| p.samples.len()).sum();
     let mut rw2 = Rw2Encoder::new();
     let mut snappy = BlockEncoder::default();
@@ -194,17 +208,17 @@ fn main() {
         per_round[per_round.len() / 2]
     };
     let rw2_ns = time(&mut |p| {
-        rw2.encode(p, &mut buf);
+        rw2.encode(p, &wal, &mut buf);
         std::hint::black_box(&buf);
     });
     let rw2_bytes = buf.len();
     let snappy_rw2_ns = time(&mut |p| {
-        rw2.encode(p, &mut buf);
+        rw2.encode(p, &wal, &mut buf);
         snappy.encode_into(&buf, &mut compressed);
         std::hint::black_box(&compressed);
     }) - rw2_ns;
     let rw1_ns = time(&mut |p| {
-        rw1(p, false, &mut buf);
+        rw1(p, false, &wal, &mut buf);
         std::hint::black_box(&buf);
     });
     println!("{TARGETS} targets x {} samples, median of {rounds} rounds", samples / TARGETS);

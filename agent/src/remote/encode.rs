@@ -12,8 +12,10 @@ use ferry_protocol::LabelSet;
 #[cfg(test)]
 use ferry_protocol::{SymbolTable, rw1, rw2};
 
+use super::id_runs::IdRuns;
 use crate::scrape::parse::MetricType;
 use crate::series_labels::SeriesLabels;
+use crate::wal::IdMap;
 
 /// (type, help, unit) of a metric family.
 pub type FamilyMeta = Arc<(MetricType, String, String)>;
@@ -30,43 +32,109 @@ impl SeriesInfo {
     pub fn new(labels: SeriesLabels, metadata: Option<FamilyMeta>) -> SeriesInfo {
         SeriesInfo { labels, metadata }
     }
-
-    /// An OpenMetrics `<family>_created` series (see [`apply_created`]).
-    pub fn is_created(&self) -> bool {
-        self.labels.metric_name().is_some_and(|n| n.ends_with("_created"))
-    }
 }
 
-/// One target's series as an endpoint sends them, in the order its records list them
-/// (`None`: dropped by `write_relabel_configs`).
+/// Whether a series is an OpenMetrics `<family>_created` series (see [`apply_created`]).
+pub fn is_created(labels: &SeriesLabels) -> bool {
+    labels.metric_name().is_some_and(|n| n.ends_with("_created"))
+}
+
+/// The WAL's series table, read-locked while a request is resolved or encoded: where a list
+/// that names its series by id finds their labels (see [`SeriesList`]).
+pub type WalLabels = IdMap<SeriesLabels>;
+
+/// One target's series as an endpoint sends them, in the order its records list them.
 ///
 /// One shared allocation per target, not one per series: a per-series `Arc<SeriesInfo>`
 /// cost 64 bytes of heap and an 8-byte pointer for each of the agent's series. A scrape
 /// lists a family's series together, so the metadata is kept once per run of series of one
-/// family, and an entry is the labels' 8-byte handle (see `a_list_entry_is_one_pointer`).
+/// family.
+///
+/// When nothing changes a series' labels on the way out (no external labels, no
+/// `write_relabel_configs`), which is the usual case, a list holds no labels at all: it
+/// names its series by id, as runs of consecutive ids ([`IdRuns`]), and the labels are the
+/// WAL's, looked up in its table ([`WalLabels`]) when a request is encoded. That table
+/// holds a series until no segment on disk has a record that uses it, and a request's
+/// records are on disk until it is sent, so the lookup finds them. Otherwise an entry is
+/// its own labels' 8-byte handle (`None`: dropped by `write_relabel_configs`); so is every
+/// entry of a list with a series from a segment this process did not write, whose labels
+/// only the WAL reader held (see `Reader::recovered`).
 #[derive(Debug, Clone, Default)]
 pub struct SeriesList(Arc<ListEntries>);
 
 #[derive(Debug, Default)]
 struct ListEntries {
-    labels: Box<[Option<SeriesLabels>]>,
+    /// The series' ids by position, when they name the series; empty for a list of its own.
+    ids: IdRuns,
+    /// Each position's labels, when they are not the WAL's.
+    own: Option<Box<[Option<SeriesLabels>]>>,
     /// (first position, metadata) of each run of positions with the same family metadata,
     /// by position. A dropped series joins the run before it: it is never read.
     metadata: Box<[(u32, Option<FamilyMeta>)]>,
 }
 
+/// Family metadata by runs of positions, as a list keeps it.
+fn metadata_runs(metadata: impl IntoIterator<Item = Option<FamilyMeta>>) -> Box<[(u32, Option<FamilyMeta>)]> {
+    let mut runs: Vec<(u32, Option<FamilyMeta>)> = Vec::new();
+    for (i, m) in metadata.into_iter().enumerate() {
+        let same =
+            runs.last().is_some_and(|(_, r)| r.as_ref().map(Arc::as_ptr) == m.as_ref().map(Arc::as_ptr));
+        if !same {
+            runs.push((i as u32, m));
+        }
+    }
+    runs.into()
+}
+
 impl SeriesList {
+    /// A list of the WAL's series, `ids` by position, each with its family's metadata.
+    pub fn by_id(ids: IdRuns, metadata: impl IntoIterator<Item = Option<FamilyMeta>>) -> SeriesList {
+        SeriesList(Arc::new(ListEntries { ids, own: None, metadata: metadata_runs(metadata) }))
+    }
+
+    /// A list of series with labels of their own (`None`: not sent), named by `ids`.
+    pub fn owning(ids: IdRuns, infos: Vec<Option<SeriesInfo>>) -> SeriesList {
+        let mut list = SeriesList::from(infos);
+        Arc::get_mut(&mut list.0).expect("just made").ids = ids;
+        list
+    }
+
     pub fn len(&self) -> usize {
-        self.0.labels.len()
+        match &self.0.own {
+            Some(own) => own.len(),
+            None => self.0.ids.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.labels.is_empty()
+        self.len() == 0
     }
 
-    /// The labels at `i`, if that series is sent.
-    pub fn labels(&self, i: usize) -> Option<&SeriesLabels> {
-        self.0.labels[i].as_ref()
+    /// Whether the series at `i` is sent (`write_relabel_configs` did not drop it).
+    pub fn sent(&self, i: usize) -> bool {
+        match &self.0.own {
+            Some(own) => own.get(i).is_some_and(Option::is_some),
+            None => i < self.0.ids.len(),
+        }
+    }
+
+    /// Whether the list names its series by id, holding no labels of its own.
+    pub fn by_wal_id(&self) -> bool {
+        self.0.own.is_none()
+    }
+
+    /// The id of the series at `i`, if the list was made with ids.
+    pub fn id(&self, i: usize) -> Option<u64> {
+        self.0.ids.get(i)
+    }
+
+    /// The labels at `i`, if that series is sent: the list's own, or the WAL's (`None` as
+    /// well when the WAL's table no longer has them: its size cap dropped the segments).
+    pub fn labels<'a>(&'a self, i: usize, wal: &'a WalLabels) -> Option<&'a SeriesLabels> {
+        match &self.0.own {
+            Some(own) => own.get(i)?.as_ref(),
+            None => wal.get(self.0.ids.get(i)?),
+        }
     }
 
     /// The family metadata at `i`. A binary search over the runs, of which a target has
@@ -81,32 +149,20 @@ impl SeriesList {
     pub fn same(&self, other: &SeriesList) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-
-    /// The series at `i` as one value, if it is sent.
-    pub fn get(&self, i: usize) -> Option<SeriesInfo> {
-        let labels = self.labels(i)?.clone();
-        Some(SeriesInfo::new(labels, self.metadata(i).cloned()))
-    }
 }
 
 impl FromIterator<Option<SeriesInfo>> for SeriesList {
     fn from_iter<I: IntoIterator<Item = Option<SeriesInfo>>>(iter: I) -> SeriesList {
         let mut labels = Vec::new();
-        let mut metadata: Vec<(u32, Option<FamilyMeta>)> = Vec::new();
-        for (i, info) in iter.into_iter().enumerate() {
-            let Some(info) = info else {
-                labels.push(None);
-                continue;
-            };
-            let same = metadata
-                .last()
-                .is_some_and(|(_, m)| m.as_ref().map(Arc::as_ptr) == info.metadata.as_ref().map(Arc::as_ptr));
-            if !same {
-                metadata.push((i as u32, info.metadata));
-            }
-            labels.push(Some(info.labels));
+        let mut metadata = Vec::new();
+        for info in iter {
+            let (l, m) = info.map_or((None, None), |i| (Some(i.labels), i.metadata));
+            // A dropped series joins the run before it.
+            metadata.push(if l.is_some() { m } else { metadata.last().cloned().flatten() });
+            labels.push(l);
         }
-        SeriesList(Arc::new(ListEntries { labels: labels.into(), metadata: metadata.into() }))
+        let metadata = metadata_runs(metadata);
+        SeriesList(Arc::new(ListEntries { ids: IdRuns::default(), own: Some(labels.into()), metadata }))
     }
 }
 
@@ -126,7 +182,7 @@ pub struct SeriesRef {
 impl SeriesRef {
     /// `list[idx]`, or `None` when that series is not sent.
     pub fn at(list: &SeriesList, idx: usize) -> Option<SeriesRef> {
-        list.labels(idx).is_some().then(|| SeriesRef { list: list.clone(), idx: idx as u32 })
+        list.sent(idx).then(|| SeriesRef { list: list.clone(), idx: idx as u32 })
     }
 
     /// A series in a list of its own.
@@ -149,8 +205,9 @@ impl SeriesRef {
         Arc::ptr_eq(&self.list.0, &other.list.0) && self.idx == other.idx
     }
 
-    pub fn labels(&self) -> &SeriesLabels {
-        self.list.labels(self.idx as usize).expect("a SeriesRef is made only for a series that is sent")
+    /// The labels, unless the WAL no longer has them (see [`SeriesList::labels`]).
+    pub fn labels<'a>(&'a self, wal: &'a WalLabels) -> Option<&'a SeriesLabels> {
+        self.list.labels(self.idx as usize, wal)
     }
 
     pub fn metadata(&self) -> Option<&FamilyMeta> {
@@ -188,7 +245,7 @@ impl Sample {
 
 /// Sets `start_timestamp` of counter, summary and histogram samples from the `<family>_created`
 /// series scraped alongside them (same labels, `le` and `quantile` aside).
-pub fn apply_created(samples: &mut [Sample]) {
+pub fn apply_created(samples: &mut [Sample], wal: &WalLabels) {
     fn key(ls: &SeriesLabels, family: &str) -> String {
         let mut k = family.to_owned();
         for l in ls.iter().filter(|l| !matches!(l.name, "__name__" | "le" | "quantile")) {
@@ -202,19 +259,23 @@ pub fn apply_created(samples: &mut [Sample]) {
     let created: std::collections::HashMap<String, f64> = samples
         .iter()
         .filter_map(|s| {
-            let family = s.series.labels().metric_name()?.strip_suffix("_created")?;
-            s.value.is_finite().then(|| (key(s.series.labels(), family), s.value))
+            let labels = s.series.labels(wal)?;
+            let family = labels.metric_name()?.strip_suffix("_created")?;
+            s.value.is_finite().then(|| (key(labels, family), s.value))
         })
         .collect();
     if created.is_empty() {
         return;
     }
     for s in samples.iter_mut() {
-        let Some(name) = s.series.labels().metric_name() else {
+        let Some(labels) = s.series.labels(wal) else {
+            continue;
+        };
+        let Some(name) = labels.metric_name() else {
             continue;
         };
         let family = ["_total", "_count", "_sum", "_bucket"].iter().find_map(|suf| name.strip_suffix(suf));
-        if let Some(v) = family.and_then(|f| created.get(&key(s.series.labels(), f))) {
+        if let Some(v) = family.and_then(|f| created.get(&key(labels, f))) {
             // 0 means unset on the wire; the spec says to send 1 ms for the epoch itself.
             s.start_timestamp = ((v * 1000.0) as i64).max(1);
         }
@@ -251,12 +312,13 @@ impl Payload {
     /// The request built with prost: the reference `wire::rw1` is tested against (the
     /// sender itself encodes with `wire`, which skips the intermediate structs).
     #[cfg(test)]
-    pub fn rw1(&self, send_exemplars: bool) -> rw1::WriteRequest {
+    pub fn rw1(&self, send_exemplars: bool, wal: &WalLabels) -> rw1::WriteRequest {
         rw1::WriteRequest {
             timeseries: self
                 .runs()
-                .map(|run| rw1::TimeSeries {
-                    labels: run[0].series.labels().to_label_set().into_vec(),
+                .filter_map(|run| Some((run, run[0].series.labels(wal)?)))
+                .map(|(run, labels)| rw1::TimeSeries {
+                    labels: labels.to_label_set().into_vec(),
                     samples: run
                         .iter()
                         .map(|s| rw1::Sample { value: s.value, timestamp: s.timestamp })
@@ -291,14 +353,15 @@ impl Payload {
 
     /// The prost-built RW2 request: the reference `wire::rw2` is tested against.
     #[cfg(test)]
-    pub fn rw2(&self, table: &mut SymbolTable) -> rw2::Request {
+    pub fn rw2(&self, table: &mut SymbolTable, wal: &WalLabels) -> rw2::Request {
         table.reset();
         let timeseries = self
             .runs()
-            .map(|run| {
+            .filter_map(|run| Some((run, run[0].series.labels(wal)?)))
+            .map(|(run, labels)| {
                 let series = &run[0].series;
-                let mut labels_refs = Vec::with_capacity(series.labels().len() * 2);
-                table.symbolize_labels(&series.labels().to_label_set(), &mut labels_refs);
+                let mut labels_refs = Vec::with_capacity(labels.len() * 2);
+                table.symbolize_labels(&labels.to_label_set(), &mut labels_refs);
                 let exemplars = run
                     .iter()
                     .flat_map(|s| s.exemplars())
@@ -377,16 +440,34 @@ mod tests {
         let list = SeriesList::from(infos.clone());
         assert_eq!(list.0.metadata.len(), 4, "a, none, b, a: the dropped series joins its run");
         assert_eq!(list.len(), infos.len());
+        let wal = WalLabels::new();
+        // The same series named by id, the dropped one aside, their labels the WAL's.
+        let mut by_id_wal = WalLabels::new();
+        let kept: Vec<(u64, &SeriesInfo)> =
+            infos.iter().enumerate().filter_map(|(i, info)| Some((7 + i as u64, info.as_ref()?))).collect();
+        for &(id, info) in &kept {
+            by_id_wal.insert(id, info.labels.clone());
+        }
+        let by_id = SeriesList::by_id(
+            kept.iter().map(|&(id, _)| id).collect(),
+            kept.iter().map(|(_, i)| i.metadata.clone()),
+        );
+        assert!(by_id.by_wal_id() && !list.by_wal_id());
+        assert_eq!(by_id.0.metadata.len(), 4, "a, none, b, a");
+        for (at, &(id, info)) in kept.iter().enumerate() {
+            assert_eq!(by_id.id(at), Some(id));
+            assert_eq!(by_id.labels(at, &by_id_wal), Some(&info.labels));
+            assert_eq!(by_id.metadata(at).map(Arc::as_ptr), info.metadata.as_ref().map(Arc::as_ptr), "{at}");
+        }
+        assert!(by_id.sent(kept.len() - 1) && !by_id.sent(kept.len()));
+        assert_eq!(by_id.labels(0, &wal), None, "not in this table");
         for (i, info) in infos.iter().enumerate() {
-            let got = list.get(i);
+            let got = list.labels(i, &wal);
             assert_eq!(got.is_some(), info.is_some(), "{i}");
+            assert_eq!(list.sent(i), info.is_some(), "{i}");
             let (Some(got), Some(info)) = (got, info) else { continue };
-            assert_eq!(got.labels, info.labels);
-            assert_eq!(
-                got.metadata.as_ref().map(Arc::as_ptr),
-                info.metadata.as_ref().map(Arc::as_ptr),
-                "{i}"
-            );
+            assert_eq!(got, &info.labels);
+            assert_eq!(list.metadata(i).map(Arc::as_ptr), info.metadata.as_ref().map(Arc::as_ptr), "{i}");
             assert_eq!(
                 SeriesRef::at(&list, i).unwrap().metadata().map(|m| m.1.as_str()),
                 info.metadata.as_ref().map(|m| m.1.as_str())
@@ -408,17 +489,18 @@ mod tests {
             samples: vec![first, Sample::new(up.clone(), 2, ferry_protocol::STALE_NAN)],
             metadata: vec![],
         };
-        let r1 = p.rw1(false);
+        let wal = WalLabels::new();
+        let r1 = p.rw1(false, &wal);
         assert_eq!(r1.timeseries.len(), 1, "consecutive samples of a series share a TimeSeries");
-        assert_eq!(r1.timeseries[0].labels, up.labels().to_label_set().as_slice());
+        assert_eq!(r1.timeseries[0].labels, up.labels(&wal).unwrap().to_label_set().as_slice());
         assert!(r1.timeseries[0].exemplars.is_empty());
         assert!(ferry_protocol::is_stale(r1.timeseries[0].samples[1].value));
         let mut t = SymbolTable::new();
-        let r2 = p.rw2(&mut t);
+        let r2 = p.rw2(&mut t, &wal);
         assert_eq!(r2.symbols[0], "");
         assert_eq!(
             resolve_label_set(&r2.timeseries[0].labels_refs, &r2.symbols).unwrap(),
-            up.labels().to_label_set()
+            up.labels(&wal).unwrap().to_label_set()
         );
         assert_eq!(r2.timeseries[0].metadata.unwrap().r#type, 2);
         assert_eq!(r2.timeseries[0].exemplars.len(), 1);
@@ -435,12 +517,13 @@ mod tests {
             sd(&[("__name__", "lat_bucket"), ("le", "0.5")], 3.0),
             sd(&[("__name__", "lat_created")], 1000.0),
         ];
-        apply_created(&mut samples);
+        let wal = WalLabels::new();
+        apply_created(&mut samples, &wal);
         assert_eq!(samples[0].start_timestamp, 1_520_872_607_123);
         assert_eq!(samples[2].start_timestamp, 0, "no _created for code=500");
         assert_eq!(samples[3].start_timestamp, 1_000_000, "le is ignored when matching");
         let mut t = SymbolTable::new();
-        let r = Payload { samples, metadata: vec![] }.rw2(&mut t);
+        let r = Payload { samples, metadata: vec![] }.rw2(&mut t, &wal);
         assert_eq!(r.timeseries[0].samples[0].start_timestamp, 1_520_872_607_123);
     }
 }

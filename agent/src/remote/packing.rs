@@ -399,7 +399,7 @@ mod tests {
         p.add(1, own, vec![], pos(2), 31);
         let job = p.take(1).unwrap();
         assert_eq!(shape(&job), [(0, 10), (0, 20), (1, 10), (1, 30), (2, 20), (3, 10), (3, 20), (3, 31)]);
-        let r1 = job.payload.rw1(false);
+        let r1 = job.payload.rw1(false, &super::super::encode::WalLabels::new());
         assert_eq!(r1.timeseries.len(), 4, "one TimeSeries per series");
         assert_eq!(r1.timeseries[3].samples.iter().map(|s| s.timestamp).collect::<Vec<_>>(), [10, 20, 31]);
         assert_eq!(r1.timeseries[1].samples.iter().map(|s| s.value).collect::<Vec<_>>(), [10.0, 30.0]);

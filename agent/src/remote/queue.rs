@@ -23,7 +23,9 @@ use ferry_protocol::{LabelSet, WriteProto};
 use tokio::sync::{mpsc, watch};
 
 use super::client::{self, Outcome};
-use super::encode::{FamilyMeta, Payload, Sample, SeriesInfo, SeriesList, SeriesRef, family_candidates};
+use super::encode::{
+    FamilyMeta, Payload, Sample, SeriesInfo, SeriesList, SeriesRef, family_candidates, is_created,
+};
 use super::id_runs::IdRuns;
 use super::packing::{Job, MetadataEntry, Packing};
 use crate::config::RemoteWrite;
@@ -32,7 +34,7 @@ use crate::relabel;
 use crate::scrape::fetch::Fetcher;
 use crate::scrape::scrape_loop::now_ms;
 use crate::series_labels::SeriesLabels;
-use crate::wal::{Pos, Wal};
+use crate::wal::{LabelTable, Pos, Wal};
 
 /// Counters and gauges of one endpoint, exported as `ferry_remote_*{endpoint=…}`.
 #[derive(Debug, Default)]
@@ -59,6 +61,8 @@ pub struct EndpointMetrics {
 #[derive(Debug)]
 struct Shared {
     cfg: RemoteWrite,
+    /// The WAL's series table, where lists that name series by id find their labels.
+    labels: LabelTable,
     fetcher: Fetcher,
     metrics: Arc<EndpointMetrics>,
     use_rw1: AtomicBool,
@@ -102,9 +106,19 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
             } else {
                 WriteProto::V2
             };
-            match proto {
-                WriteProto::V1 => super::wire::rw1(&job.payload, cfg.send_exemplars, &mut raw),
-                WriteProto::V2 => rw2.encode(&job.payload, &mut raw),
+            // The WAL's labels, read-locked for the encoding only (never across the send).
+            {
+                let wal = shared.labels.read();
+                let left_out = match proto {
+                    WriteProto::V1 => super::wire::rw1(&job.payload, cfg.send_exemplars, &wal, &mut raw),
+                    WriteProto::V2 => rw2.encode(&job.payload, &wal, &mut raw),
+                };
+                if left_out > 0 {
+                    // The WAL forgets the labels of unsent samples only when its size cap or a
+                    // full disk drops their segments, and counts them as dropped then; they
+                    // are not counted as sent.
+                    job.payload.samples.retain(|s| s.series.labels(&wal).is_some());
+                }
             }
             let body = snappy.encode(&raw);
             if cfg.max_bytes_per_second > 0 {
@@ -297,52 +311,85 @@ impl Series {
         // reusing what is known and resolving only new series.
         let old: hashbrown::HashMap<u64, usize> = t.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
         let stale_metadata = t.generation != *generation;
+        let table = reader.table();
+        let wal = table.read();
+        // Whether the labels go out as the WAL has them: then the list names series by id.
+        let unchanged = external.is_empty() && write_relabel.is_empty();
         let mut new_ids = IdRuns::default();
-        let mut new_infos = Vec::with_capacity(samples.len());
+        // Per series: its labels when the list must hold them (changed ones, or the labels
+        // of a segment from before this process), else `None` (the WAL's), and metadata.
+        let mut found: Vec<(Option<Option<SeriesLabels>>, Option<FamilyMeta>)> =
+            Vec::with_capacity(samples.len());
         // The record's samples with their place in the new list; unresolved ones have none.
         let mut placed = Vec::with_capacity(samples.len());
         let mut unresolved = 0;
         for s in samples {
-            let info = match old.get(&s.series) {
-                Some(&i) => match t.infos.get(i) {
-                    Some(info) if stale_metadata => {
-                        let metadata = family_metadata(families, &info.labels);
-                        Some(SeriesInfo::new(info.labels, metadata))
+            let entry = match old.get(&s.series) {
+                Some(&i) => {
+                    // A handle of its own only when the WAL's is not the one sent.
+                    let wal_s = t.infos.by_wal_id() || (unchanged && wal.get(s.series).is_some());
+                    let own = (!wal_s).then(|| t.infos.labels(i, &wal).cloned());
+                    let metadata = if stale_metadata {
+                        t.infos.labels(i, &wal).and_then(|l| family_metadata(families, l))
+                    } else {
+                        t.infos.metadata(i).cloned()
+                    };
+                    (own, metadata)
+                }
+                // A series this endpoint has not seen: its labels come from the WAL.
+                None if unchanged => {
+                    if let Some(l) = wal.get(s.series) {
+                        (None, family_metadata(families, l))
+                    } else if let Some(l) = reader.recovered(s.series) {
+                        let metadata = family_metadata(families, &l);
+                        (Some(Some(l)), metadata)
+                    } else {
+                        unresolved += 1;
+                        continue;
                     }
-                    other => other,
-                },
+                }
                 None => {
-                    // A series this endpoint has not seen: its labels come from the WAL.
-                    let Some(raw) = reader.labels(s.series) else {
+                    let Some(raw) = wal.get(s.series).cloned().or_else(|| reader.recovered(s.series)) else {
                         unresolved += 1;
                         continue;
                     };
-                    let labels = if external.is_empty() && write_relabel.is_empty() {
-                        // Nothing changes the labels: share the WAL's copy.
-                        Some(raw)
-                    } else {
-                        let mut b = Builder::from_set(&raw.to_label_set());
-                        for l in external {
-                            if b.get(&l.name).is_empty() {
-                                b.set(&l.name, &l.value);
-                            }
+                    let mut b = Builder::from_set(&raw.to_label_set());
+                    for l in external {
+                        if b.get(&l.name).is_empty() {
+                            b.set(&l.name, &l.value);
                         }
-                        relabel::process(write_relabel, &mut b).then(|| SeriesLabels::from_set(&b.labels()))
-                    };
-                    labels.map(|labels| {
-                        let metadata = family_metadata(families, &labels);
-                        SeriesInfo::new(labels, metadata)
-                    })
+                    }
+                    let labels =
+                        relabel::process(write_relabel, &mut b).then(|| SeriesLabels::from_set(&b.labels()));
+                    let metadata = labels.as_ref().and_then(|l| family_metadata(families, l));
+                    (Some(labels), metadata)
                 }
             };
-            placed.push((new_infos.len(), s));
+            placed.push((found.len(), s));
             new_ids.push(s.series);
-            new_infos.push(info);
+            found.push(entry);
         }
         new_ids.shrink_to_fit();
+        let by_id = found.iter().all(|(own, _)| own.is_none());
+        let infos = if by_id {
+            t.created = new_ids.iter().any(|id| wal.get(id).is_some_and(is_created));
+            SeriesList::by_id(new_ids.clone(), found.into_iter().map(|(_, m)| m))
+        } else {
+            // Some series need labels of their own: the list holds every series' handle.
+            let infos: Vec<Option<SeriesInfo>> = found
+                .into_iter()
+                .zip(new_ids.iter())
+                .map(|((own, metadata), id)| {
+                    let labels = own.unwrap_or_else(|| wal.get(id).cloned());
+                    labels.map(|l| SeriesInfo::new(l, metadata))
+                })
+                .collect();
+            t.created = infos.iter().flatten().any(|i| is_created(&i.labels));
+            SeriesList::owning(new_ids.clone(), infos)
+        };
+        drop(wal);
         t.ids = new_ids;
-        t.created = new_infos.iter().flatten().any(SeriesInfo::is_created);
-        t.infos = SeriesList::from(new_infos);
+        t.infos = infos;
         for (i, s) in placed {
             keep(&t.infos, i, s);
         }
@@ -389,6 +436,7 @@ pub async fn run(
     let (hard_tx, hard_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         use_rw1: AtomicBool::new(false),
+        labels: wal.label_table(),
         cfg: cfg.clone(),
         fetcher,
         metrics: metrics.clone(),
@@ -574,7 +622,7 @@ pub async fn run(
             }
         }
         if created {
-            super::encode::apply_created(&mut samples);
+            super::encode::apply_created(&mut samples, &reader.table().read());
         }
         // Pack: whole scrapes per request; a scrape bigger than a request is split into
         // consecutive parts on its lane, after whatever of its target is held.
@@ -704,8 +752,13 @@ mod tests {
         let changed = resolve(&mut series, &[1, 4, 2, 99], &mut dropped);
         assert_eq!(changed.len(), 3);
         assert_eq!(dropped.unresolved, 1);
-        assert!(first[1].series.labels().shares(changed[2].series.labels()), "series 2 moved but is reused");
-        assert!(changed[1].series.labels().get("i").is_some_and(|v| v == "4"));
+        let table = r.table();
+        let wal = table.read();
+        assert!(!first[0].series.list().by_wal_id(), "write_relabel_configs: the list holds labels");
+        let labels = |s: &Sample| s.series.labels(&wal).unwrap().clone();
+        assert!(labels(&first[1]).shares(&labels(&changed[2])), "series 2 moved but is reused");
+        assert!(labels(&changed[1]).get("i").is_some_and(|v| v == "4"));
+        drop(wal);
         assert!(series.has_created(9), "series 4 is m_created: its values are start timestamps");
         // Metadata for family m arrives: the target's series pick it up.
         series.learn_metadata(&BatchMetadata {
@@ -721,6 +774,39 @@ mod tests {
         assert!(!series.has_created(9), "the _created series is gone from the record");
         series.forget_idle(Duration::ZERO);
         assert!(series.targets.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Without external labels or write relabeling a list holds no labels: it names its
+    /// series by id, and they are read from the WAL's table, the very handles it keeps.
+    #[test]
+    fn unchanged_labels_are_the_wals_looked_up_by_id() {
+        let dir = std::env::temp_dir().join(format!("ferry-queue-by-id-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (wal, r) = reader(&dir);
+        let mut series = Series::default();
+        let mut dropped = Dropped::default();
+        let resolve = |series: &mut Series, ids: &[u64], dropped: &mut Dropped| {
+            let samples: Vec<BatchSample> = ids.iter().map(|&i| sample(i)).collect();
+            series.resolve(9, &samples, &r, &LabelSet::new(), &[], dropped, None)
+        };
+        let first = resolve(&mut series, &[1, 2, 3, 4, 99], &mut dropped);
+        assert_eq!((first.len(), dropped.unresolved, dropped.relabel), (4, 1, 0));
+        let list = first[0].series.list();
+        assert!(list.by_wal_id());
+        assert!(series.has_created(9), "series 4 is m_created");
+        let table = wal.label_table();
+        for (s, id) in first.iter().zip(1..) {
+            assert!(s.series.list().same(list));
+            assert_eq!(list.id(s.series.position() as usize), Some(id));
+            let got = s.series.labels(&table.read()).cloned().unwrap();
+            assert!(got.shares(&r.labels(id).unwrap()), "the WAL's own handle");
+        }
+        // A moved series keeps its place in the new list by id.
+        let moved = resolve(&mut series, &[4, 1], &mut dropped);
+        assert!(moved[0].series.list().by_wal_id() && !moved[0].series.list().same(list));
+        assert_eq!(moved[0].series.labels(&table.read()).unwrap().get("i").unwrap(), "4");
+        drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,7 +5,7 @@
 
 use ferry_protocol::SymbolTable;
 
-use super::encode::Payload;
+use super::encode::{Payload, WalLabels};
 
 fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
@@ -76,12 +76,18 @@ fn exemplar_tail_len(ts: i64) -> usize {
     9 + 1 + varint_len(ts as u64)
 }
 
-/// An RW1 `WriteRequest`.
-pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
+/// An RW1 `WriteRequest`, the series' labels looked up in `wal` where their lists have none
+/// of their own. Returns how many samples it left out because the WAL no longer has their
+/// labels (its size cap dropped their segments).
+pub fn rw1(p: &Payload, send_exemplars: bool, wal: &WalLabels, out: &mut Vec<u8>) -> usize {
     out.clear();
     let mut tail = SampleTail::default();
+    let mut left_out = 0;
     for run in p.runs() {
-        let labels = run[0].series.labels();
+        let Some(labels) = run[0].series.labels(wal) else {
+            left_out += run.len();
+            continue;
+        };
         let labels_len: usize =
             labels.iter().map(|l| field_len(1, label_len(l.name.len(), l.value.len()))).sum();
         let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, 0))).sum();
@@ -128,6 +134,7 @@ pub fn rw1(p: &Payload, send_exemplars: bool, out: &mut Vec<u8>) {
         bytes_field(out, 4, help.as_bytes());
         bytes_field(out, 5, unit.as_bytes());
     }
+    left_out
 }
 
 fn put_refs(out: &mut Vec<u8>, refs: &[u32]) {
@@ -280,7 +287,8 @@ impl Rw2Encoder {
     }
 
     /// An RW2 `Request`: the series first (interning as it goes), then the symbol table.
-    pub fn encode(&mut self, p: &Payload, out: &mut Vec<u8>) {
+    /// Labels and the samples left out are as for [`rw1`].
+    pub fn encode(&mut self, p: &Payload, wal: &WalLabels, out: &mut Vec<u8>) -> usize {
         let Rw2Encoder { table, series_buf, refs_buf, label_refs, meta_fields, unpacked } = self;
         table.reset();
         series_buf.clear();
@@ -299,11 +307,16 @@ impl Rw2Encoder {
         // Likewise the previous series' family.
         let mut prev_meta: Option<(usize, MetaField)> = None;
         let mut ex_refs: Vec<Vec<u32>> = Vec::new();
+        let mut left_out = 0;
         for run in p.runs() {
             let series = &run[0].series;
+            let Some(labels) = series.labels(wal) else {
+                left_out += run.len();
+                continue;
+            };
             let st = run[0].start_timestamp;
             refs_buf.clear();
-            for (i, key) in series.labels().keys().enumerate() {
+            for (i, key) in labels.keys().enumerate() {
                 let id = key.id();
                 let pair = match prev.get(i) {
                     Some(&(p, pair)) if p == id => pair,
@@ -389,6 +402,7 @@ impl Rw2Encoder {
             bytes_field(out, 4, sym.as_bytes());
         }
         out.extend_from_slice(series_buf);
+        left_out
     }
 }
 
@@ -401,7 +415,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::remote::encode::{Sample, SeriesInfo, SeriesRef};
+    use crate::remote::encode::{Sample, SeriesInfo, SeriesList, SeriesRef};
     use crate::scrape::parse::MetricType;
 
     // Label values held packed (see `packed_value`): a cgroup path with a UUID and a
@@ -447,11 +461,12 @@ mod tests {
     #[test]
     fn encode_matches_prost() {
         let p = payload();
+        let wal = WalLabels::new();
         for exemplars in [false, true] {
             let mut out = Vec::new();
-            rw1(&p, exemplars, &mut out);
+            assert_eq!(rw1(&p, exemplars, &wal, &mut out), 0);
             let ours = rw1::WriteRequest::decode(out.as_slice()).unwrap();
-            let want = p.rw1(exemplars);
+            let want = p.rw1(exemplars, &wal);
             assert_eq!(format!("{ours:?}"), format!("{want:?}"));
             assert_eq!(ours.timeseries[0].samples[1].value.to_bits(), STALE_NAN.to_bits());
             let l = &ours.timeseries[2].labels;
@@ -461,11 +476,48 @@ mod tests {
         let mut out = Vec::new();
         // Twice: the second request must not see the first one's refs.
         for _ in 0..2 {
-            enc.encode(&p, &mut out);
+            assert_eq!(enc.encode(&p, &wal, &mut out), 0);
             let ours = rw2::Request::decode(out.as_slice()).unwrap();
-            let want = p.rw2(&mut SymbolTable::new());
+            let want = p.rw2(&mut SymbolTable::new(), &wal);
             assert_eq!(format!("{ours:?}"), format!("{want:?}"));
         }
+    }
+
+    /// The same payload with its series named by id in one list, their labels in a table as
+    /// the WAL's: the same bytes, and a series the table lost is left out, counted.
+    #[test]
+    fn series_named_by_id_encode_from_the_wal_table() {
+        let own = payload();
+        let mut wal = WalLabels::new();
+        let mut lists: Vec<(SeriesRef, u64)> = Vec::new();
+        for s in &own.samples {
+            if !lists.iter().any(|(r, _)| r.same(&s.series)) {
+                let id = 100 + lists.len() as u64;
+                wal.insert(id, s.series.labels(&wal).unwrap().clone());
+                lists.push((s.series.clone(), id));
+            }
+        }
+        let ids: crate::remote::id_runs::IdRuns = lists.iter().map(|&(_, id)| id).collect();
+        let list = SeriesList::by_id(ids, lists.iter().map(|(r, _)| r.metadata().cloned()));
+        let mut by_id = own.clone();
+        for s in &mut by_id.samples {
+            let at = lists.iter().position(|(r, _)| r.same(&s.series)).unwrap();
+            s.series = SeriesRef::at(&list, at).unwrap();
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        assert_eq!(rw1(&own, true, &wal, &mut a), 0);
+        assert_eq!(rw1(&by_id, true, &wal, &mut b), 0);
+        assert_eq!(a, b);
+        let mut enc = Rw2Encoder::new();
+        enc.encode(&own, &wal, &mut a);
+        assert_eq!(enc.encode(&by_id, &wal, &mut b), 0);
+        assert_eq!(a, b);
+        // The WAL forgot `up` (id 100; 4 of the 6 samples, in two runs).
+        wal.remove(100);
+        assert_eq!(rw1(&by_id, false, &wal, &mut b), 4);
+        assert_eq!(rw1::WriteRequest::decode(b.as_slice()).unwrap().timeseries.len(), 2);
+        assert_eq!(enc.encode(&by_id, &wal, &mut b), 4);
+        assert_eq!(rw2::Request::decode(b.as_slice()).unwrap().timeseries.len(), 2);
     }
 
     /// A payload drawn from small pools of names, values, timestamps and families, so that
@@ -524,9 +576,10 @@ mod tests {
         fn any_payload_encodes_as_prost_does(p in drawn_payload()) {
             let mut enc = Rw2Encoder::new();
             let mut out = Vec::new();
-            enc.encode(&p, &mut out);
+            let wal = WalLabels::new();
+            prop_assert_eq!(enc.encode(&p, &wal, &mut out), 0);
             let ours = rw2::Request::decode(out.as_slice()).unwrap();
-            let want = p.rw2(&mut SymbolTable::new());
+            let want = p.rw2(&mut SymbolTable::new(), &wal);
             prop_assert_eq!(format!("{ours:?}"), format!("{want:?}"));
         }
     }

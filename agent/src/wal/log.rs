@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::series_labels::SeriesLabels;
@@ -86,8 +86,23 @@ pub struct Options {
 /// disk uses it any more (see [`Writer::gone`]).
 ///
 /// Shared with readers so they need not decode (and hold) their own copies of the labels of
-/// series this process wrote.
-type SharedLabels = Arc<Mutex<IdMap<SeriesLabels>>>;
+/// series this process wrote, and with the remote-write lanes, which look a request's labels
+/// up here while they encode it (see [`LabelTable`]). A read-write lock: lanes encode side by
+/// side, and the writer takes it to write only for new series, restatements and forgetting.
+type SharedLabels = Arc<RwLock<IdMap<SeriesLabels>>>;
+
+/// The writer's series table, as readers see it: ids to labels, for as long as a segment on
+/// disk may hold a record that uses them (see [`Writer::gone`]).
+#[derive(Debug, Clone)]
+pub struct LabelTable(SharedLabels);
+
+impl LabelTable {
+    /// The table, read-locked until the guard drops. Hold it only for synchronous work (an
+    /// encoding), never across an `await`: the writer waits for it to add series.
+    pub fn read(&self) -> RwLockReadGuard<'_, IdMap<SeriesLabels>> {
+        self.0.read().expect("labels lock")
+    }
+}
 
 struct Writer {
     segments: BTreeMap<u64, Segment>,
@@ -146,7 +161,7 @@ impl Writer {
         if self.gone.first_key_value().is_none_or(|(&seg, _)| seg >= oldest) {
             return;
         }
-        let mut labels = self.labels.lock().expect("labels lock");
+        let mut labels = self.labels.write().expect("labels lock");
         while let Some(entry) = self.gone.first_entry()
             && *entry.key() < oldest
         {
@@ -351,7 +366,7 @@ impl Wal {
                 file: None,
                 cur: Pos { seg: next, off: 0 },
                 first_seg: next,
-                labels: Arc::new(Mutex::new(IdMap::new())),
+                labels: Arc::new(RwLock::new(IdMap::new())),
                 gone: BTreeMap::new(),
                 last_sync: Instant::now(),
                 dirty: false,
@@ -397,8 +412,8 @@ impl Wal {
         let shared = w.labels.clone();
         // Known before anything below can fail: the scrape cache announces a series once, so
         // a batch lost to a failed rotation or write must not take its definitions with it.
-        {
-            let mut labels = shared.lock().expect("labels lock");
+        if !batch.new_series.is_empty() {
+            let mut labels = shared.write().expect("labels lock");
             for d in &batch.new_series {
                 labels.insert(d.id, d.labels.clone());
             }
@@ -429,7 +444,7 @@ impl Wal {
         // Definitions this segment has not stated yet.
         let mut defs: Vec<SeriesDef> = Vec::new();
         if !steady {
-            let labels = shared.lock().expect("labels lock");
+            let labels = shared.read().expect("labels lock");
             for s in &batch.samples {
                 if let Some(l) = labels.get(s.series)
                     && !labels.marked(s.series, tag)
@@ -474,7 +489,7 @@ impl Wal {
             return Err(e);
         }
         if !defs.is_empty() {
-            let mut labels = shared.lock().expect("labels lock");
+            let mut labels = shared.write().expect("labels lock");
             for d in &defs {
                 labels.mark(d.id, tag);
             }
@@ -707,7 +722,12 @@ impl Wal {
     /// Series whose labels the writer holds.
     #[cfg(test)]
     fn known_series(&self) -> usize {
-        self.w.lock().expect("wal lock").labels.lock().expect("labels lock").len()
+        self.w.lock().expect("wal lock").labels.read().expect("labels lock").len()
+    }
+
+    /// The writer's series table, to look labels up by id (see [`LabelTable`]).
+    pub fn label_table(&self) -> LabelTable {
+        LabelTable(self.w.lock().expect("wal lock").labels.clone())
     }
 
     /// Opens a reader positioned at `from`.
@@ -761,7 +781,20 @@ impl Reader {
         if let Some(l) = self.defs.get(&id) {
             return Some(l.clone());
         }
-        self.shared.lock().expect("labels lock").get(id).cloned()
+        self.shared.read().expect("labels lock").get(id).cloned()
+    }
+
+    /// The writer's series table, where [`labels`](Self::labels) looks for the series this
+    /// process wrote (the others are [`recovered`](Self::recovered)).
+    pub fn table(&self) -> LabelTable {
+        LabelTable(self.shared.clone())
+    }
+
+    /// Labels of a series the writer's table does not hold, defined in the current segment: a
+    /// segment recovered from before this process. They live only as long as the reader is in
+    /// that segment, so whoever keeps them needs a copy.
+    pub fn recovered(&self, id: u64) -> Option<SeriesLabels> {
+        self.defs.get(&id).cloned()
     }
 
     /// The next record before `end`, if any. Moves to the next segment at a segment's end;
@@ -800,7 +833,7 @@ impl Reader {
             match read_record(f, limit - self.pos.off)? {
                 Rec::Ok(payload) => {
                     self.pos.off += 8 + payload.len() as u64;
-                    let shared = self.shared.lock().expect("labels lock");
+                    let shared = self.shared.read().expect("labels lock");
                     let decoded = codec::decode_with(&payload, |id| shared.get(id).cloned());
                     let Some(mut batch) = decoded else { continue };
                     // Series this process wrote are in the writer's table as long as a segment

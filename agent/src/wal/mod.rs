@@ -6,4 +6,5 @@ pub mod crc;
 pub mod id_map;
 pub mod log;
 
-pub use log::{Entry, Options, Pos, Reader, Recovery, Wal};
+pub use id_map::IdMap;
+pub use log::{Entry, LabelTable, Options, Pos, Reader, Recovery, Wal};
