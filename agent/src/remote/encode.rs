@@ -1,6 +1,7 @@
 //! What a remote-write request carries, before it is written as RW1 or RW2: a flat list of
-//! samples, each pointing at its series (final labels and family metadata, in its target's
-//! series list, shared by every sample the queue holds), plus the RW1 metadata entries.
+//! samples, each pointing at its series (a position in its target's series list, shared by
+//! every sample the queue holds, which gives the family metadata and the labels or the id to
+//! look them up by in the WAL's table), plus the RW1 metadata entries.
 //!
 //! Flat, because a scrape has one sample per series: grouping samples by series cost a hash
 //! map and a vector per series per scrape, for groups of one. The encoders still put
@@ -92,11 +93,19 @@ impl SeriesList {
         SeriesList(Arc::new(ListEntries { ids, own: None, metadata: metadata_runs(metadata) }))
     }
 
-    /// A list of series with labels of their own (`None`: not sent), named by `ids`.
-    pub fn owning(ids: IdRuns, infos: Vec<Option<SeriesInfo>>) -> SeriesList {
-        let mut list = SeriesList::from(infos);
-        Arc::get_mut(&mut list.0).expect("just made").ids = ids;
-        list
+    /// A list of series with labels of their own (`None`: not sent), named by `ids` (empty
+    /// for a list no record made).
+    pub fn owning(ids: IdRuns, infos: impl IntoIterator<Item = Option<SeriesInfo>>) -> SeriesList {
+        let mut labels = Vec::new();
+        let mut metadata = Vec::new();
+        for info in infos {
+            let (l, m) = info.map_or((None, None), |i| (Some(i.labels), i.metadata));
+            // A dropped series joins the run before it.
+            metadata.push(if l.is_some() { m } else { metadata.last().cloned().flatten() });
+            labels.push(l);
+        }
+        let metadata = metadata_runs(metadata);
+        SeriesList(Arc::new(ListEntries { ids, own: Some(labels.into()), metadata }))
     }
 
     pub fn len(&self) -> usize {
@@ -128,6 +137,11 @@ impl SeriesList {
         self.0.ids.get(i)
     }
 
+    /// The series' ids by position (none for a list no record made).
+    pub fn ids(&self) -> &IdRuns {
+        &self.0.ids
+    }
+
     /// The labels at `i`, if that series is sent: the list's own, or the WAL's (`None` as
     /// well when the WAL's table no longer has them: its size cap dropped the segments).
     pub fn labels<'a>(&'a self, i: usize, wal: &'a WalLabels) -> Option<&'a SeriesLabels> {
@@ -153,16 +167,7 @@ impl SeriesList {
 
 impl FromIterator<Option<SeriesInfo>> for SeriesList {
     fn from_iter<I: IntoIterator<Item = Option<SeriesInfo>>>(iter: I) -> SeriesList {
-        let mut labels = Vec::new();
-        let mut metadata = Vec::new();
-        for info in iter {
-            let (l, m) = info.map_or((None, None), |i| (Some(i.labels), i.metadata));
-            // A dropped series joins the run before it.
-            metadata.push(if l.is_some() { m } else { metadata.last().cloned().flatten() });
-            labels.push(l);
-        }
-        let metadata = metadata_runs(metadata);
-        SeriesList(Arc::new(ListEntries { ids: IdRuns::default(), own: Some(labels.into()), metadata }))
+        SeriesList::owning(IdRuns::default(), iter)
     }
 }
 
@@ -416,7 +421,8 @@ mod tests {
 
     #[test]
     fn a_list_entry_is_one_pointer() {
-        // One entry per active series in every endpoint's lists (issue #9).
+        // Per active series, a list that holds labels (external labels, write relabeling)
+        // takes one entry in each endpoint's lists (issue #9); a list by id, none.
         assert_eq!(std::mem::size_of::<Option<SeriesLabels>>(), 8);
         // And a sample's series is a pointer and a position.
         assert_eq!(std::mem::size_of::<SeriesRef>(), 16);

@@ -4,7 +4,8 @@
 //! The scrape cache numbers a target's new series one after another as a scrape first lists
 //! them, and a steady target lists them in that order every time, so its ids are a handful of
 //! runs. The queue keeps one such list per target and endpoint to match each record position
-//! by position; as runs it takes 16 bytes a run, where a `Vec<u64>` took 8 bytes a series.
+//! by position, and its series lists name their series by them (a position's id, then the
+//! WAL's table); as runs it takes 16 bytes a run, where a `Vec<u64>` took 8 bytes a series.
 
 /// Series ids in order, as runs of consecutive ids: `(first, end)`, `end` being the position
 /// after the run's last id, so a position finds its run by binary search

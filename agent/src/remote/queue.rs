@@ -228,7 +228,7 @@ async fn deliver(
 /// the same order, so a record is matched position by position, with no map probe per sample.
 #[derive(Default)]
 struct TargetSeries {
-    ids: IdRuns,
+    /// Named by their ids (`SeriesList::ids`), which a record is matched against.
     infos: SeriesList,
     /// Whether `infos` hold an OpenMetrics `_created` series, whose values become start
     /// timestamps; asked once per record instead of kept per series.
@@ -299,7 +299,7 @@ impl Series {
                 }
             }
         };
-        let steady = t.generation == *generation && t.ids.matches(samples.iter().map(|s| s.series));
+        let steady = t.generation == *generation && t.infos.ids().matches(samples.iter().map(|s| s.series));
         if steady {
             for (i, s) in samples.iter().enumerate() {
                 keep(&t.infos, i, s);
@@ -309,7 +309,8 @@ impl Series {
         }
         // The series set, its order or some metadata changed: rebuild this target's list,
         // reusing what is known and resolving only new series.
-        let old: hashbrown::HashMap<u64, usize> = t.ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let old: hashbrown::HashMap<u64, usize> =
+            t.infos.ids().iter().enumerate().map(|(i, id)| (id, i)).collect();
         let stale_metadata = t.generation != *generation;
         let table = reader.table();
         let wal = table.read();
@@ -373,7 +374,7 @@ impl Series {
         let by_id = found.iter().all(|(own, _)| own.is_none());
         let infos = if by_id {
             t.created = new_ids.iter().any(|id| wal.get(id).is_some_and(is_created));
-            SeriesList::by_id(new_ids.clone(), found.into_iter().map(|(_, m)| m))
+            SeriesList::by_id(new_ids, found.into_iter().map(|(_, m)| m))
         } else {
             // Some series need labels of their own: the list holds every series' handle.
             let infos: Vec<Option<SeriesInfo>> = found
@@ -385,10 +386,9 @@ impl Series {
                 })
                 .collect();
             t.created = infos.iter().flatten().any(|i| is_created(&i.labels));
-            SeriesList::owning(new_ids.clone(), infos)
+            SeriesList::owning(new_ids, infos)
         };
         drop(wal);
-        t.ids = new_ids;
         t.infos = infos;
         for (i, s) in placed {
             keep(&t.infos, i, s);
