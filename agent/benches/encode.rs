@@ -85,7 +85,7 @@ fn payloads(whole: bool, scrapes: u64) -> (Vec<Vec<Payload>>, WalLabels) {
                 wal.insert(id, l.clone());
             }
             let ids: IdRuns = batch.samples.iter().map(|s| s.series).collect();
-            SeriesList::by_id(ids, batch.samples.iter().map(|s| metadata(&labels[&s.series])))
+            SeriesList::by_id(ids, batch.samples.iter().map(|s| metadata(&labels[&s.series])), None)
         };
         let payload = |batch: &ferry_agent::scrape::batch::ScrapeBatch| {
             let samples = batch

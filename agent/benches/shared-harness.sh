@@ -6,6 +6,7 @@
 #   agent/benches/shared-harness.sh [--targets 200] [--series 2500] [--reps 3]
 #       [--ferry-bin target/release/ferry-agent] [--harness ../shared/bench]
 #       [--agents ferry-rw2,ferry-rw2-held,ferry-rw1,prometheus] [--hold 2] [--out FILE.jsonl]
+#       [--external-labels 'cluster: bench, region: r1']
 #
 # Agents:
 #   ferry-rw2       remote write 2.0, default queue_config (every scrape sent when it is in the WAL)
@@ -14,6 +15,9 @@
 #                   hold scrapes and not one more
 #   ferry-rw1       remote write 1.0, default queue_config
 #   prometheus      Prometheus in agent mode (`prometheus` on PATH, or $PROMETHEUS_BIN), RW 1.0
+#
+# --external-labels gives ferry-agent (not Prometheus) `global.external_labels`, flow-style
+# YAML without the braces, as a cluster-wide deployment sets them.
 #
 # The harness's scrape interval is 10 s; the held agent's deadline assumes it. Each run
 # takes 3-4 minutes (500k series: about 4); nothing else should run on the machine meanwhile.
@@ -37,6 +41,7 @@ while [[ $# -gt 0 ]]; do
     --agents) agents=$2 ;;
     --hold) hold=$2 ;;
     --out) out=$2 ;;
+    --external-labels) export FERRY_EXTERNAL_LABELS=$2 ;;
     *) echo "shared-harness.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift 2

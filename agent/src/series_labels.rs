@@ -342,6 +342,14 @@ impl SeriesLabels {
         }
     }
 
+    /// [`keys`](Self::keys), with those of `extra` whose names this set lacks merged in, in
+    /// name order: an endpoint's external labels joining a series' as it is encoded (a label
+    /// the series has keeps its value, as in Prometheus).
+    pub fn keys_with<'a>(&'a self, extra: Option<&'a SeriesLabels>) -> KeysWith<'a> {
+        let none = Keys { own: [].iter(), base: None, own_at: 0, take: 0 };
+        KeysWith { own: self.keys().peekable(), extra: extra.map_or(none, SeriesLabels::keys).peekable() }
+    }
+
     pub fn len(&self) -> usize {
         self.0.slice.len() + self.0.header.header.take.count_ones() as usize
     }
@@ -480,6 +488,37 @@ impl<'a> Iterator for Keys<'a> {
 }
 
 impl ExactSizeIterator for Keys<'_> {}
+
+/// A set's labels and, merged in name order, those of another set whose names it lacks (see
+/// [`SeriesLabels::keys_with`]).
+#[derive(Debug, Clone)]
+pub struct KeysWith<'a> {
+    own: std::iter::Peekable<Keys<'a>>,
+    extra: std::iter::Peekable<Keys<'a>>,
+}
+
+impl<'a> Iterator for KeysWith<'a> {
+    type Item = LabelKey<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<LabelKey<'a>> {
+        let Some(extra) = self.extra.peek() else {
+            return self.own.next();
+        };
+        let Some(own) = self.own.peek() else {
+            return self.extra.next();
+        };
+        match own.label().name.cmp(extra.label().name) {
+            std::cmp::Ordering::Less => self.own.next(),
+            std::cmp::Ordering::Greater => self.extra.next(),
+            std::cmp::Ordering::Equal => {
+                // The set's own value wins.
+                self.extra.next();
+                self.own.next()
+            }
+        }
+    }
+}
 
 /// Iterator over a [`SeriesLabels`].
 #[derive(Debug, Clone)]
@@ -748,6 +787,33 @@ mod tests {
     }
 
     proptest! {
+        /// External labels join a series' like a map insert that keeps existing values, for
+        /// whole and based sets alike.
+        #[test]
+        fn keys_with_merges_like_a_map(
+            series in proptest::collection::btree_map("[A-Z_a-d]{1,2}", "[xy]{1,2}", 1..10),
+            extra in proptest::collection::btree_map("[A-Z_a-d]{1,2}", "[uv]{1,2}", 0..5),
+            based in any::<bool>(),
+        ) {
+            let mut want = extra.clone();
+            want.extend(series.clone());
+            let ls = LabelSet::from_pairs(series.iter().map(|(n, v)| (n.as_str(), v.as_str()))).unwrap();
+            let s = if based {
+                // Near itself with one label changed: based, whatever it is.
+                let mut near = series.clone();
+                near.insert(series.keys().next().unwrap().clone(), "z".into());
+                let near = SeriesLabels::from_sorted(near.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                SeriesLabels::from_set_near(&ls, Some(&near))
+            } else {
+                SeriesLabels::from_set(&ls)
+            };
+            let e = SeriesLabels::from_sorted(extra.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            let got: Vec<(String, String)> =
+                s.keys_with(Some(&e)).map(|k| k.label()).map(|l| (l.name.to_owned(), l.value.text().into_owned())).collect();
+            prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+            prop_assert!(s.keys_with(None).map(LabelKey::id).eq(s.keys().map(LabelKey::id)));
+        }
+
         #[test]
         fn any_label_set_round_trips(pairs in proptest::collection::btree_map("\\PC{1,80}", "\\PC{1,200}", 0..12)) {
             let ls = LabelSet::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))).unwrap();

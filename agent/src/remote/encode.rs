@@ -15,7 +15,7 @@ use ferry_protocol::{SymbolTable, rw1, rw2};
 
 use super::id_runs::IdRuns;
 use crate::scrape::parse::MetricType;
-use crate::series_labels::SeriesLabels;
+use crate::series_labels::{KeysWith, SeriesLabels};
 use crate::wal::IdMap;
 
 /// (type, help, unit) of a metric family.
@@ -69,6 +69,9 @@ struct ListEntries {
     ids: IdRuns,
     /// Each position's labels, when they are not the WAL's.
     own: Option<Box<[Option<SeriesLabels>]>>,
+    /// For a list of the WAL's labels: the endpoint's external labels, which join each
+    /// series' as it is encoded ([`SeriesRef::keys`]) instead of making a set per series.
+    external: Option<SeriesLabels>,
     /// (first position, metadata) of each run of positions with the same family metadata,
     /// by position. A dropped series joins the run before it: it is never read.
     metadata: Box<[(u32, Option<FamilyMeta>)]>,
@@ -88,9 +91,14 @@ fn metadata_runs(metadata: impl IntoIterator<Item = Option<FamilyMeta>>) -> Box<
 }
 
 impl SeriesList {
-    /// A list of the WAL's series, `ids` by position, each with its family's metadata.
-    pub fn by_id(ids: IdRuns, metadata: impl IntoIterator<Item = Option<FamilyMeta>>) -> SeriesList {
-        SeriesList(Arc::new(ListEntries { ids, own: None, metadata: metadata_runs(metadata) }))
+    /// A list of the WAL's series, `ids` by position, each with its family's metadata, sent
+    /// with `external` labels added.
+    pub fn by_id(
+        ids: IdRuns,
+        metadata: impl IntoIterator<Item = Option<FamilyMeta>>,
+        external: Option<SeriesLabels>,
+    ) -> SeriesList {
+        SeriesList(Arc::new(ListEntries { ids, own: None, external, metadata: metadata_runs(metadata) }))
     }
 
     /// A list of series with labels of their own (`None`: not sent), named by `ids` (empty
@@ -105,7 +113,7 @@ impl SeriesList {
             labels.push(l);
         }
         let metadata = metadata_runs(metadata);
-        SeriesList(Arc::new(ListEntries { ids, own: Some(labels.into()), metadata }))
+        SeriesList(Arc::new(ListEntries { ids, own: Some(labels.into()), external: None, metadata }))
     }
 
     pub fn len(&self) -> usize {
@@ -143,7 +151,8 @@ impl SeriesList {
     }
 
     /// The labels at `i`, if that series is sent: the list's own, or the WAL's (`None` as
-    /// well when the WAL's table no longer has them: its size cap dropped the segments).
+    /// well when the WAL's table no longer has them: its size cap dropped the segments),
+    /// without the external labels a list of the WAL's adds ([`SeriesRef::keys`]).
     pub fn labels<'a>(&'a self, i: usize, wal: &'a WalLabels) -> Option<&'a SeriesLabels> {
         match &self.0.own {
             Some(own) => own.get(i)?.as_ref(),
@@ -210,9 +219,15 @@ impl SeriesRef {
         Arc::ptr_eq(&self.list.0, &other.list.0) && self.idx == other.idx
     }
 
-    /// The labels, unless the WAL no longer has them (see [`SeriesList::labels`]).
+    /// The labels, unless the WAL no longer has them (see [`SeriesList::labels`]), without
+    /// external labels: enough to know the series' name, not to send it.
     pub fn labels<'a>(&'a self, wal: &'a WalLabels) -> Option<&'a SeriesLabels> {
         self.list.labels(self.idx as usize, wal)
+    }
+
+    /// The labels as they are sent, external ones included, in name order.
+    pub fn keys<'a>(&'a self, wal: &'a WalLabels) -> Option<KeysWith<'a>> {
+        Some(self.labels(wal)?.keys_with(self.list.0.external.as_ref()))
     }
 
     pub fn metadata(&self) -> Option<&FamilyMeta> {
@@ -321,9 +336,9 @@ impl Payload {
         rw1::WriteRequest {
             timeseries: self
                 .runs()
-                .filter_map(|run| Some((run, run[0].series.labels(wal)?)))
+                .filter_map(|run| Some((run, sent_labels(&run[0], wal)?)))
                 .map(|(run, labels)| rw1::TimeSeries {
-                    labels: labels.to_label_set().into_vec(),
+                    labels: labels.into_vec(),
                     samples: run
                         .iter()
                         .map(|s| rw1::Sample { value: s.value, timestamp: s.timestamp })
@@ -362,11 +377,11 @@ impl Payload {
         table.reset();
         let timeseries = self
             .runs()
-            .filter_map(|run| Some((run, run[0].series.labels(wal)?)))
+            .filter_map(|run| Some((run, sent_labels(&run[0], wal)?)))
             .map(|(run, labels)| {
                 let series = &run[0].series;
                 let mut labels_refs = Vec::with_capacity(labels.len() * 2);
-                table.symbolize_labels(&labels.to_label_set(), &mut labels_refs);
+                table.symbolize_labels(&labels, &mut labels_refs);
                 let exemplars = run
                     .iter()
                     .flat_map(|s| s.exemplars())
@@ -399,6 +414,15 @@ impl Payload {
             .collect();
         rw2::Request { symbols: table.take_symbols(), timeseries }
     }
+}
+
+/// A sample's labels as sent, built as a plain set: what the reference encodings write.
+#[cfg(test)]
+fn sent_labels(s: &Sample, wal: &WalLabels) -> Option<LabelSet> {
+    let keys = s.series.keys(wal)?;
+    Some(
+        LabelSet::from_pairs(keys.map(|k| k.label()).map(|l| (l.name, l.value.text()))).expect("a valid set"),
+    )
 }
 
 /// The metric family a series name belongs to, for metadata lookup: the name itself, or
@@ -457,6 +481,7 @@ mod tests {
         let by_id = SeriesList::by_id(
             kept.iter().map(|&(id, _)| id).collect(),
             kept.iter().map(|(_, i)| i.metadata.clone()),
+            None,
         );
         assert!(by_id.by_wal_id() && !list.by_wal_id());
         assert_eq!(by_id.0.metadata.len(), 4, "a, none, b, a");

@@ -84,12 +84,12 @@ pub fn rw1(p: &Payload, send_exemplars: bool, wal: &WalLabels, out: &mut Vec<u8>
     let mut tail = SampleTail::default();
     let mut left_out = 0;
     for run in p.runs() {
-        let Some(labels) = run[0].series.labels(wal) else {
+        let Some(keys) = run[0].series.keys(wal) else {
             left_out += run.len();
             continue;
         };
-        let labels_len: usize =
-            labels.iter().map(|l| field_len(1, label_len(l.name.len(), l.value.len()))).sum();
+        let labels = || keys.clone().map(|k| k.label());
+        let labels_len: usize = labels().map(|l| field_len(1, label_len(l.name.len(), l.value.len()))).sum();
         let samples_len: usize = run.iter().map(|s| field_len(2, sample_len(s.timestamp, 0))).sum();
         let ex_len = |e: &(ferry_protocol::LabelSet, f64, i64)| -> usize {
             let l: usize = e.0.iter().map(|l| field_len(1, label_len(l.name.len(), l.value.len()))).sum();
@@ -98,7 +98,7 @@ pub fn rw1(p: &Payload, send_exemplars: bool, wal: &WalLabels, out: &mut Vec<u8>
         let exemplars = run.iter().flat_map(|s| s.exemplars()).filter(|_| send_exemplars);
         let exemplars_len: usize = exemplars.clone().map(|e| field_len(3, ex_len(e))).sum();
         len_field(out, 1, labels_len + samples_len + exemplars_len);
-        for l in labels.iter() {
+        for l in labels() {
             let value_len = l.value.len();
             len_field(out, 1, label_len(l.name.len(), value_len));
             bytes_field(out, 1, l.name.as_bytes());
@@ -310,13 +310,13 @@ impl Rw2Encoder {
         let mut left_out = 0;
         for run in p.runs() {
             let series = &run[0].series;
-            let Some(labels) = series.labels(wal) else {
+            let Some(keys) = series.keys(wal) else {
                 left_out += run.len();
                 continue;
             };
             let st = run[0].start_timestamp;
             refs_buf.clear();
-            for (i, key) in labels.keys().enumerate() {
+            for (i, key) in keys.enumerate() {
                 let id = key.id();
                 let pair = match prev.get(i) {
                     Some(&(p, pair)) if p == id => pair,
@@ -417,6 +417,7 @@ mod tests {
     use super::*;
     use crate::remote::encode::{Sample, SeriesInfo, SeriesList, SeriesRef};
     use crate::scrape::parse::MetricType;
+    use crate::series_labels::SeriesLabels;
 
     // Label values held packed (see `packed_value`): a cgroup path with a UUID and a
     // container id, and the id alone.
@@ -498,12 +499,17 @@ mod tests {
             }
         }
         let ids: crate::remote::id_runs::IdRuns = lists.iter().map(|&(_, id)| id).collect();
-        let list = SeriesList::by_id(ids, lists.iter().map(|(r, _)| r.metadata().cloned()));
-        let mut by_id = own.clone();
-        for s in &mut by_id.samples {
-            let at = lists.iter().position(|(r, _)| r.same(&s.series)).unwrap();
-            s.series = SeriesRef::at(&list, at).unwrap();
-        }
+        let by_id_of = |external: Option<SeriesLabels>| {
+            let list =
+                SeriesList::by_id(ids.clone(), lists.iter().map(|(r, _)| r.metadata().cloned()), external);
+            let mut p = own.clone();
+            for s in &mut p.samples {
+                let at = lists.iter().position(|(r, _)| r.same(&s.series)).unwrap();
+                s.series = SeriesRef::at(&list, at).unwrap();
+            }
+            p
+        };
+        let by_id = by_id_of(None);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         assert_eq!(rw1(&own, true, &wal, &mut a), 0);
         assert_eq!(rw1(&by_id, true, &wal, &mut b), 0);
@@ -512,6 +518,42 @@ mod tests {
         enc.encode(&own, &wal, &mut a);
         assert_eq!(enc.encode(&by_id, &wal, &mut b), 0);
         assert_eq!(a, b);
+        // External labels join as the series are encoded; `job` is `up`'s own already, and
+        // its value stays. The same bytes as sets made with them, as prost writes them.
+        let external = SeriesLabels::from_sorted([("cluster", "c1"), ("job", "other"), ("zone", "z")]);
+        let with_external = by_id_of(Some(external.clone()));
+        let made_refs: Vec<SeriesRef> = lists
+            .iter()
+            .map(|(r, _)| {
+                let merged: Vec<(String, String)> = r
+                    .labels(&wal)
+                    .unwrap()
+                    .keys_with(Some(&external))
+                    .map(|k| k.label())
+                    .map(|l| (l.name.to_owned(), l.value.text().into_owned()))
+                    .collect();
+                let merged = SeriesLabels::from_set(&LabelSet::from_pairs(merged).unwrap());
+                SeriesRef::single(SeriesInfo::new(merged, r.metadata().cloned()))
+            })
+            .collect();
+        let mut made = own.clone();
+        for s in &mut made.samples {
+            s.series = made_refs[lists.iter().position(|(r, _)| r.same(&s.series)).unwrap()].clone();
+        }
+        assert_eq!(rw1(&with_external, true, &wal, &mut a), 0);
+        rw1(&made, true, &wal, &mut b);
+        assert_eq!(a, b);
+        let r1 = rw1::WriteRequest::decode(a.as_slice()).unwrap();
+        assert_eq!(format!("{r1:?}"), format!("{:?}", with_external.rw1(true, &wal)));
+        let up: Vec<_> =
+            r1.timeseries[0].labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        assert_eq!(
+            up,
+            [("__name__", "up"), ("cluster", "c1"), ("instance", "h:1"), ("job", "j"), ("zone", "z")]
+        );
+        assert_eq!(enc.encode(&with_external, &wal, &mut a), 0);
+        let ours = rw2::Request::decode(a.as_slice()).unwrap();
+        assert_eq!(format!("{ours:?}"), format!("{:?}", with_external.rw2(&mut SymbolTable::new(), &wal)));
         // The WAL forgot `up` (id 100; 4 of the 6 samples, in two runs).
         wal.remove(100);
         assert_eq!(rw1(&by_id, false, &wal, &mut b), 4);
