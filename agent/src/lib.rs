@@ -4,7 +4,7 @@
 //! - [`discovery`]: static and file discovery;
 //! - [`labels`]: Prometheus' label builder semantics;
 //! - [`series_labels`]: active series' labels, interned, and [`packed_value`]: label values
-//!   held packed;
+//!   held packed; `thin_block`: the compact shared block a set is (the crate's only `unsafe`);
 //! - [`relabel`]: the relabel engine;
 //! - [`duration`]: Prometheus durations;
 //! - [`scrape`]: targets, fetching, parsing, the scrape loop and its output;
@@ -24,4 +24,5 @@ pub mod remote;
 pub mod scrape;
 pub mod series_labels;
 pub mod telemetry;
+mod thin_block;
 pub mod wal;

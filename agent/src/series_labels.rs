@@ -10,9 +10,9 @@
 //! the slice.
 //!
 //! Neighbouring series share more than labels: a histogram's buckets differ only in `le`,
-//! a pod's phase series only in `phase`. So a set may be *based* on another (see [`Shape`]):
+//! a pod's phase series only in `phase`. So a set may be *based* on another (see [`Based`]):
 //! it holds only the labels it does not share, and bit masks saying where they go. A
-//! 9-label bucket series takes a 48-byte block instead of 96.
+//! 9-label bucket series takes a 32-byte block instead of 80.
 //!
 //! The interner forgets a label when no series holds it any more: each time it has doubled
 //! since the last sweep, it drops the labels only it still points to. A dropped label that
@@ -27,34 +27,36 @@ use arcstr::ArcStr;
 use ferry_protocol::{LabelSet, METRIC_NAME};
 
 use crate::packed_value::{self, Value};
+use crate::thin_block::ThinBlock;
 use hashbrown::HashTable;
-use triomphe::ThinArc;
 
 /// A sorted, duplicate-free set of non-empty labels, immutable and cheap to clone.
 ///
-/// A thin pointer: the slice's length lives in the allocation (`ThinArc`), so a handle is 8
-/// bytes, where `Arc<[_]>` carries the length beside the pointer in 16. Every active series
-/// has a handle in the WAL's table and one in each endpoint's queue list.
+/// A thin pointer: the slice's length lives in the allocation ([`ThinBlock`]), so a handle
+/// is 8 bytes, where `Arc<[_]>` carries the length beside the pointer in 16. Every active
+/// series has a handle in the WAL's table, and one in each endpoint's queue list whose
+/// labels differ from the WAL's.
 #[derive(Clone)]
-pub struct SeriesLabels(ThinArc<Shape, Pair>);
+pub struct SeriesLabels(ThinBlock<Based, Pair>);
 
-/// How a set's labels are made of the labels it holds (its *own*) and those of its base.
+/// How a based set's labels are made of the labels it holds (its *own*) and those of its
+/// base; a whole set has none of this and holds all its labels.
 ///
-/// A whole set has no base and holds all its labels. A based set holds the labels its base
-/// lacks or has with another value; going through its labels in name order, bit `i` of
-/// `own_at` says whether label `i` is the next own one or the next of the base's that it
-/// takes (bit `j` of `take`: the base's label `j` is in this set). A base is always whole,
-/// so reading a label is never more than one step away, and both masks fit sets of up to
-/// [`MAX_BASED`] labels.
+/// A based set holds the labels its base lacks or has with another value; going through its
+/// labels in name order, bit `i` of `own_at` says whether label `i` is the next own one or
+/// the next of the base's that it takes (bit `j` of `take`: the base's label `j` is in this
+/// set). A base is always whole, so reading a label is never more than one step away, and
+/// both masks fit sets of up to [`MAX_BASED`] labels.
 ///
-/// 16 bytes in every set's block, which a whole set pays too (its block grows from 80 to 96
-/// bytes at 7 labels): a based 7-to-9-label set with one label of its own takes 48.
+/// 16 bytes in a based set's block only: a whole set's block is 8 bytes of header and a
+/// pointer per label (80 bytes at 9 labels), a based one with one label of its own 32, with
+/// two 40.
 ///
 /// A based set keeps its base alive. When a group's first series goes and the others stay,
 /// that is one set no series uses per group, until the group goes too.
 #[derive(Clone)]
-struct Shape {
-    base: Option<SeriesLabels>,
+struct Based {
+    base: SeriesLabels,
     own_at: u32,
     take: u32,
 }
@@ -266,10 +268,7 @@ impl SeriesLabels {
                 return based;
             }
         }
-        SeriesLabels(ThinArc::from_header_and_iter(
-            Shape { base: None, own_at: 0, take: 0 },
-            pairs.into_iter(),
-        ))
+        SeriesLabels(ThinBlock::new(None, pairs))
     }
 
     /// `pairs` as a set based on `base` (a whole set), or `None` when the masks cannot say
@@ -279,7 +278,7 @@ impl SeriesLabels {
         pairs: &[Pair],
         worth: fn(usize, usize) -> bool,
     ) -> Option<SeriesLabels> {
-        let theirs = &base.0.slice;
+        let theirs = base.0.items();
         if pairs.len() > MAX_BASED || theirs.len() > MAX_BASED {
             return None;
         }
@@ -303,10 +302,8 @@ impl SeriesLabels {
             own_at |= 1 << i;
             own.push(p.clone());
         }
-        worth(own.len(), pairs.len()).then(|| {
-            let shape = Shape { base: Some(base.clone()), own_at, take };
-            SeriesLabels(ThinArc::from_header_and_iter(shape, own.into_iter()))
-        })
+        worth(own.len(), pairs.len())
+            .then(|| SeriesLabels(ThinBlock::new(Some(Based { base: base.clone(), own_at, take }), own)))
     }
 
     pub fn from_set(ls: &LabelSet) -> SeriesLabels {
@@ -323,7 +320,7 @@ impl SeriesLabels {
 
     /// The whole set this one is based on, or itself when it is whole.
     fn root(&self) -> &SeriesLabels {
-        self.0.header.header.base.as_ref().unwrap_or(self)
+        self.0.extra().map_or(self, |b| &b.base)
     }
 
     /// The labels in name order.
@@ -334,11 +331,10 @@ impl SeriesLabels {
     /// The labels in name order as [`LabelKey`]s: who encodes many series can recognise a
     /// label it has seen without reading its text.
     pub fn keys(&self) -> Keys<'_> {
-        let shape = &self.0.header.header;
-        let own = self.0.slice.iter();
-        match &shape.base {
+        let own = self.0.items().iter();
+        match self.0.extra() {
             None => Keys { own, base: None, own_at: 0, take: 0 },
-            Some(b) => Keys { own, base: Some(&b.0.slice), own_at: shape.own_at, take: shape.take },
+            Some(b) => Keys { own, base: Some(b.base.0.items()), own_at: b.own_at, take: b.take },
         }
     }
 
@@ -351,7 +347,7 @@ impl SeriesLabels {
     }
 
     pub fn len(&self) -> usize {
-        self.0.slice.len() + self.0.header.header.take.count_ones() as usize
+        self.0.items().len() + self.0.extra().map_or(0, |b| b.take.count_ones() as usize)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -360,7 +356,7 @@ impl SeriesLabels {
 
     /// Whether the set holds only some of its labels, the rest being its base's.
     pub fn is_based(&self) -> bool {
-        self.0.header.header.base.is_some()
+        self.0.extra().is_some()
     }
 
     /// The value of `name`, if present.
@@ -380,15 +376,14 @@ impl SeriesLabels {
 
     /// Whether both are clones of one allocation (not merely equal).
     pub fn shares(&self, other: &SeriesLabels) -> bool {
-        self.0.ptr() == other.0.ptr()
+        self.0.ptr_eq(&other.0)
     }
 
-    /// The bytes this set's own block asks of the allocator: the count, the [`Shape`], the
-    /// length and a pointer per label it holds. Its labels' blocks are not counted (they are
-    /// shared, see [`census`]), nor its base's.
+    /// The bytes this set's own block asks of the allocator: the count and length, a based
+    /// set's [`Based`], and a pointer per label it holds. Its labels' blocks are not counted
+    /// (they are shared, see [`census`]), nor its base's.
     pub fn block_bytes(&self) -> usize {
-        let word = std::mem::size_of::<usize>();
-        word + std::mem::size_of::<Shape>() + word + std::mem::size_of_val(&self.0.slice)
+        self.0.block_size()
     }
 }
 
@@ -452,7 +447,7 @@ impl From<&LabelSet> for SeriesLabels {
 #[derive(Debug, Clone)]
 pub struct Keys<'a> {
     own: std::slice::Iter<'a, Pair>,
-    /// The base's labels, for a based set (see [`Shape`]).
+    /// The base's labels, for a based set (see [`Based`]).
     base: Option<&'a [Pair]>,
     /// The masks' bits still to go: the next label is own while `own_at`'s lowest bit is
     /// set, else the base's at `take`'s lowest set bit; both empty at the end.
@@ -595,7 +590,7 @@ mod tests {
         let ls = set(&[("__name__", name), ("id", &id), ("name", cid), ("pod", "catalog-hbbghttwh7-292xk")]);
         let s = SeriesLabels::from_set(&ls);
         let held: Vec<_> =
-            s.0.slice.iter().map(|p| (p.0.len(), matches!(p.split().1, Value::Packed(_)))).collect();
+            s.0.items().iter().map(|p| (p.0.len(), matches!(p.split().1, Value::Packed(_)))).collect();
         assert_eq!(
             held,
             [(1 + 8 + name.len(), false), (1 + 2 + 84, true), (1 + 4 + 38, true), (1 + 3 + 24, false)]
@@ -659,7 +654,7 @@ mod tests {
         // Names no other test uses: the interner is the whole process'.
         let a = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
         let b = SeriesLabels::from_sorted([("__name__", "intern_test_b"), ("pod", "intern-test-pod")]);
-        assert_eq!(a.0.slice[1].address(), b.0.slice[1].address(), "one pod label for both series");
+        assert_eq!(a.0.items()[1].address(), b.0.items()[1].address(), "one pod label for both series");
         assert!(!a.shares(&b));
         let a2 = SeriesLabels::from_sorted([("__name__", "intern_test_a"), ("pod", "intern-test-pod")]);
         assert_eq!(a, a2);
@@ -715,7 +710,7 @@ mod tests {
         let sum = SeriesLabels::from_set_near(&labels("h_sum", None), Some(&third));
         for (s, le) in [(&second, Some("0.5")), (&third, Some("+Inf")), (&sum, None)] {
             assert!(s.is_based(), "{s}");
-            assert_eq!(s.0.slice.len(), 1, "{s} holds one label of its own");
+            assert_eq!(s.0.items().len(), 1, "{s} holds one label of its own");
             assert!(s.root().shares(&first), "a base is always whole: {s}");
             let whole = SeriesLabels::from_set(&s.to_label_set());
             assert!(!whole.is_based());
@@ -734,11 +729,13 @@ mod tests {
     #[test]
     fn a_set_asks_for_its_header_and_a_pointer_a_label_it_holds() {
         let whole = SeriesLabels::from_set(&set(&[("__name__", "a"), ("b", "1"), ("c", "2")]));
-        assert_eq!(whole.block_bytes(), 32 + 3 * 8);
+        // A 32-bit count and length, then the pointers: no room for a base a whole set lacks.
+        assert_eq!(whole.block_bytes(), 8 + 3 * 8);
         let based =
             SeriesLabels::from_set_near(&set(&[("__name__", "a"), ("b", "1"), ("c", "3")]), Some(&whole));
         assert!(based.is_based());
-        assert_eq!(based.block_bytes(), 32 + 8);
+        // The header, the base and its masks, then the one label of its own.
+        assert_eq!(based.block_bytes(), 8 + 16 + 8);
     }
 
     #[test]
@@ -855,7 +852,7 @@ mod tests {
             prop_assert_eq!(&again, &whole);
             prop_assert!(!again.is_based() || again.root().shares(s.root()));
             // Based whatever it shares, so that every mask is exercised.
-            let pairs: Vec<Pair> = whole.0.slice.to_vec();
+            let pairs: Vec<Pair> = whole.0.items().to_vec();
             let forced = SeriesLabels::based_on(&base, &pairs, |_, _| true).unwrap();
             prop_assert!(forced.is_based());
             prop_assert_eq!(forced.to_label_set(), ls.clone());
