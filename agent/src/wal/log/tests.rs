@@ -413,3 +413,19 @@ fn a_slot_is_a_handle() {
     // empty slot; whether the segment states it yet is a bit beside.
     assert_eq!(std::mem::size_of::<Option<SeriesLabels>>(), 8);
 }
+
+/// A record buffer grown by a large record (series definitions) is given back once records
+/// are small again; one that steady records use is kept.
+#[test]
+fn a_record_buffer_keeps_what_steady_records_need() {
+    let kept = keep_for_next(vec![0u8; 1 << 20]);
+    assert!(kept.capacity() >= 1 << 20, "the record just written used it all");
+    let mut small = kept;
+    small.clear();
+    small.resize(20 << 10, 0);
+    let kept = keep_for_next(small);
+    assert!(kept.is_empty() && kept.capacity() >= KEEP_RECORD_BUF && kept.capacity() < 1 << 20);
+    let mut steady = Vec::with_capacity(200 << 10);
+    steady.resize(100 << 10, 0u8);
+    assert!(keep_for_next(steady).capacity() >= 200 << 10, "half used: kept");
+}
