@@ -20,8 +20,8 @@ use ferry_protocol::labels::{is_valid_label_name, is_valid_metric_name};
 use ferry_protocol::{LabelSet, METRIC_NAME, NameValidation, STALE_NAN};
 use hashbrown::{HashMap, HashSet};
 
-use super::batch::{BatchExemplar, BatchMetadata, BatchSample, ScrapeBatch, SeriesDef};
-use super::parse::{Entry, Format, MetricType, Norm, Parser, parse_series};
+use super::batch::{BatchExemplar, BatchSample, ScrapeBatch, SeriesDef};
+use super::parse::{Entry, Format, Norm, Parser, parse_series};
 use super::series_cache::SeriesCache;
 use crate::config::Job;
 use crate::labels::Builder;
@@ -165,7 +165,8 @@ pub struct TargetState {
     /// Scrapes begun, this one included: every 16th sweeps the cache. (Entries keep flags
     /// relative to the latest scrapes, not generation numbers; see [`CacheEntry`].)
     generation: u32,
-    metadata: HashMap<String, BatchMetadata>,
+    /// The metadata sent, by family (see `metadata`).
+    metadata: metadata::Sent,
     report: Vec<SeriesDef>,
     report_sent: bool,
     /// Samples in the previous batch: the next one is sized from it, not grown by doubling.
@@ -226,7 +227,7 @@ impl TargetState {
             pending: HashMap::new(),
             seed: std::collections::hash_map::RandomState::new().hash_one(hash),
             generation: 1,
-            metadata: HashMap::new(),
+            metadata: Default::default(),
             report,
             report_sent: false,
             last_samples: 0,
@@ -456,9 +457,7 @@ impl TargetState {
         counts: &mut Counts,
     ) -> Result<(), String> {
         let mut parser = Parser::new(body, format).guessing();
-        let mut help: HashMap<String, String> = HashMap::new();
-        let mut types: HashMap<String, MetricType> = HashMap::new();
-        let mut units: HashMap<String, String> = HashMap::new();
+        let mut meta = self.metadata.lines();
         let mut appended = 0u64;
         let mut limit_hit = false;
         let mut failure: Option<String> = None;
@@ -475,15 +474,15 @@ impl TargetState {
             };
             let s = match entry {
                 Entry::Help { name, text } => {
-                    help.insert(name.into_owned(), text);
+                    meta.help(name, text);
                     continue;
                 }
                 Entry::Type { name, kind } => {
-                    types.insert(name.into_owned(), kind);
+                    meta.kind(name, kind);
                     continue;
                 }
                 Entry::Unit { name, unit } => {
-                    units.insert(name.into_owned(), unit);
+                    meta.unit(name, unit);
                     continue;
                 }
                 Entry::Sample(s) => s,
@@ -575,21 +574,7 @@ impl TargetState {
             return Err("sample limit exceeded".into());
         }
         // Metadata: families whose TYPE/HELP/UNIT changed since the last scrape.
-        let mut names: Vec<&String> = types.keys().chain(help.keys()).chain(units.keys()).collect();
-        names.sort();
-        names.dedup();
-        for name in names {
-            let md = BatchMetadata {
-                metric_family: name.clone(),
-                kind: types.get(name).copied().unwrap_or(MetricType::Unknown),
-                help: help.get(name).cloned().unwrap_or_default(),
-                unit: units.get(name).cloned().unwrap_or_default(),
-            };
-            if self.metadata.get(name) != Some(&md) {
-                self.metadata.insert(name.clone(), md.clone());
-                out.metadata.push(md);
-            }
-        }
+        self.metadata.changes(meta, self.seed, &mut out.metadata);
         Ok(())
     }
 
@@ -617,5 +602,6 @@ impl TargetState {
     }
 }
 
+mod metadata;
 #[cfg(test)]
 mod tests;

@@ -91,9 +91,9 @@ pub struct Sample<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry<'a> {
-    Help { name: Cow<'a, str>, text: String },
+    Help { name: Cow<'a, str>, text: Cow<'a, str> },
     Type { name: Cow<'a, str>, kind: MetricType },
-    Unit { name: Cow<'a, str>, unit: String },
+    Unit { name: Cow<'a, str>, unit: Cow<'a, str> },
     Sample(Sample<'a>),
 }
 
@@ -391,7 +391,7 @@ impl<'a> Parser<'a> {
                 if !text.is_empty() && !name.ends_with(&format!("_{text}")) {
                     return self.err(format!("unit {text:?} not a suffix of metric {name:?}"));
                 }
-                Ok(Some(Entry::Unit { name, unit: text.to_owned() }))
+                Ok(Some(Entry::Unit { name, unit: Cow::Borrowed(text) }))
             }
         }
     }
@@ -547,20 +547,21 @@ fn truncate(s: &str) -> &str {
 }
 
 /// Text-format HELP: only `\\` and `\n` are escapes.
-fn unescape_help_text(s: &str) -> String {
+fn unescape_help_text(s: &str) -> Cow<'_, str> {
     unescape(s, false)
 }
 
 /// Label values (and OM HELP): `\"`, `\\` and `\n` are escapes; any other backslash sequence
 /// stays as it is. OpenMetrics has the same replacer.
-fn unescape_label_value(s: &str) -> String {
+fn unescape_label_value(s: &str) -> Cow<'_, str> {
     unescape(s, true)
 }
 
 /// Replaces `\\` and `\n` (and `\"` when `quote` is set); other backslashes stay as they are.
-fn unescape(s: &str, quote: bool) -> String {
+/// Text without a backslash is borrowed as it is (most HELP texts, every scrape).
+fn unescape(s: &str, quote: bool) -> Cow<'_, str> {
     if !s.contains('\\') {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -580,7 +581,7 @@ fn unescape(s: &str, quote: bool) -> String {
         }
         chars.next();
     }
-    out
+    Cow::Owned(out)
 }
 
 /// A double-quoted string at the start of `s`: its unescaped content and the bytes used.
@@ -599,7 +600,7 @@ fn parse_quoted(s: &str) -> Result<(Cow<'_, str>, usize), String> {
             }
             b'"' => {
                 let raw = &s[1..i];
-                let v = if escaped { Cow::Owned(unescape_label_value(raw)) } else { Cow::Borrowed(raw) };
+                let v = if escaped { unescape_label_value(raw) } else { Cow::Borrowed(raw) };
                 return Ok((v, i + 1));
             }
             b'\n' => return Err("label value contains a raw newline".into()),

@@ -10,6 +10,7 @@ use ferry_protocol::stale::{NORMAL_NAN_BITS, STALE_NAN_BITS};
 
 use super::*;
 use crate::config::Config;
+use crate::scrape::parse::MetricType;
 
 const TEXT: Option<&str> = Some("text/plain; version=0.0.4");
 
