@@ -74,6 +74,14 @@ impl<'a> Lines<'a> {
     }
 }
 
+/// One family's lines of a scrape, merged: the last of each kind.
+#[derive(Default)]
+struct Family<'a> {
+    kind: Option<MetricType>,
+    help: Option<&'a str>,
+    unit: Option<&'a str>,
+}
+
 /// What a target has sent of its metadata, and the fingerprint of the last lines compared.
 #[derive(Debug, Default)]
 pub struct Sent {
@@ -100,18 +108,18 @@ impl Sent {
             return;
         }
         self.last = Some(fp);
-        let mut families: BTreeMap<&str, (Option<MetricType>, Option<&str>, Option<&str>)> = BTreeMap::new();
+        let mut families: BTreeMap<&str, Family<'_>> = BTreeMap::new();
         for (name, field) in &lines.lines {
             let f = families.entry(name.as_ref()).or_default();
             match field {
-                Field::Help(t) => f.1 = Some(t),
-                Field::Type(k) => f.0 = Some(*k),
-                Field::Unit(u) => f.2 = Some(u),
+                Field::Help(t) => f.help = Some(t),
+                Field::Type(k) => f.kind = Some(*k),
+                Field::Unit(u) => f.unit = Some(u),
             }
         }
-        for (name, (kind, help, unit)) in families {
-            let kind = kind.unwrap_or(MetricType::Unknown);
-            let (help, unit) = (help.unwrap_or_default(), unit.unwrap_or_default());
+        for (name, f) in families {
+            let kind = f.kind.unwrap_or(MetricType::Unknown);
+            let (help, unit) = (f.help.unwrap_or_default(), f.unit.unwrap_or_default());
             if self.by_family.get(name).is_some_and(|m| m.kind == kind && m.help == help && m.unit == unit) {
                 continue;
             }
