@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use ferry_protocol::WriteProto;
 use ferry_protocol::headers::{
     CONTENT_ENCODING_SNAPPY, EXEMPLARS_WRITTEN, HISTOGRAMS_WRITTEN, RETRY_ATTEMPT, SAMPLES_WRITTEN,
-    VERSION_HEADER,
 };
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::config::RemoteWrite;
 use crate::scrape::fetch::{Fetcher, error_chain};
@@ -42,6 +42,13 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// `X-Prometheus-Remote-Write-Version` as a ready name. reqwest copies every request's header
+/// map (to follow redirects), and a name or value built from a `&str` is a heap copy that the
+/// map's copy has to promote: one allocation per header per request. Static names and values
+/// copy for free. (`static`, not `const`: a `HeaderName` holds `Bytes`, which has interior
+/// mutability.)
+static VERSION: HeaderName = HeaderName::from_static("x-prometheus-remote-write-version");
+
 /// Posts one compressed body.
 pub async fn send(
     fetcher: &Fetcher,
@@ -55,9 +62,9 @@ pub async fn send(
         .client()
         .post(&cfg.url)
         .timeout(cfg.timeout)
-        .header(reqwest::header::CONTENT_ENCODING, CONTENT_ENCODING_SNAPPY)
-        .header(reqwest::header::CONTENT_TYPE, proto.content_type())
-        .header(VERSION_HEADER, proto.version())
+        .header(CONTENT_ENCODING, HeaderValue::from_static(CONTENT_ENCODING_SNAPPY))
+        .header(CONTENT_TYPE, HeaderValue::from_static(proto.content_type()))
+        .header(VERSION.clone(), HeaderValue::from_static(proto.version()))
         .body(body);
     for (k, v) in &cfg.headers {
         req = req.header(k.as_str(), v.as_str());
@@ -119,6 +126,12 @@ pub async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_header_name_is_the_specs() {
+        let spec = ferry_protocol::headers::VERSION_HEADER;
+        assert_eq!(VERSION, HeaderName::from_bytes(spec.as_bytes()).unwrap());
+    }
 
     #[test]
     fn retry_after_forms() {
