@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod encode;
+pub mod held_values;
 pub mod id_runs;
 pub mod packing;
 pub mod queue;

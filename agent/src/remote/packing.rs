@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::encode::{Payload, Sample, SeriesList, SeriesRef};
+use super::held_values::HeldValues;
 use crate::scrape::parse::MetricType;
 use crate::wal::Pos;
 
@@ -28,9 +29,10 @@ pub struct Job {
 }
 
 /// Consecutive scrapes of one target over the same series list, kept compact until sent:
-/// a held sample is its value, and its position in the list unless the scrape's positions
-/// are consecutive (a steady target's are: all of its list in order), 8 bytes where a
-/// [`Sample`] is 48 (at 500k series held one scrape longer, 4 MB against 24).
+/// a held sample is its value, packed ([`HeldValues`]: a counter's is a byte or two after
+/// the first scrape), and its position in the list unless the scrape's positions are
+/// consecutive (a steady target's are: all of its list in order), where a [`Sample`] is 48
+/// bytes.
 #[derive(Debug)]
 struct Merged {
     list: SeriesList,
@@ -43,7 +45,9 @@ struct Merged {
 #[derive(Debug)]
 struct Compact {
     at: Positions,
-    values: Vec<f64>,
+    /// Integral values as differences from the run's first scrape when the positions are
+    /// the same as its.
+    values: HeldValues,
     /// One timestamp for all, or one each (a target that exposes its own).
     ts: Result<i64, Vec<i64>>,
 }
@@ -79,9 +83,11 @@ impl Positions {
 }
 
 impl Compact {
-    /// `samples` compact, with their oldest and newest timestamps, if they can be: all in
-    /// `list`, in increasing positions, without start timestamps or exemplars.
-    fn of(samples: &[Sample], list: &SeriesList) -> Option<(Compact, i64, i64)> {
+    /// `samples` compact, with their newest timestamp, if they can be: all in
+    /// `list`, in increasing positions, without start timestamps or exemplars. `first` is
+    /// the first scrape of the run they would join, whose values are the base for theirs
+    /// when the positions are the same.
+    fn of(samples: &[Sample], list: &SeriesList, first: Option<&Compact>) -> Option<(Compact, i64)> {
         let plain = samples
             .iter()
             .all(|s| s.series.list().same(list) && s.start_timestamp == 0 && s.exemplars.is_none());
@@ -89,16 +95,16 @@ impl Compact {
         if !(plain && increasing) {
             return None;
         }
-        let first = samples.first()?.timestamp;
-        let (min, max) =
-            samples.iter().fold((first, first), |(lo, hi), s| (lo.min(s.timestamp), hi.max(s.timestamp)));
-        let ts = if min == max { Ok(first) } else { Err(samples.iter().map(|s| s.timestamp).collect()) };
-        let c = Compact {
-            at: Positions::of(samples.iter().map(|s| s.series.position())),
-            values: samples.iter().map(|s| s.value).collect(),
-            ts,
-        };
-        Some((c, min, max))
+        let first_ts = samples.first()?.timestamp;
+        let (min, max) = samples
+            .iter()
+            .fold((first_ts, first_ts), |(lo, hi), s| (lo.min(s.timestamp), hi.max(s.timestamp)));
+        let ts = if min == max { Ok(first_ts) } else { Err(samples.iter().map(|s| s.timestamp).collect()) };
+        let at = Positions::of(samples.iter().map(|s| s.series.position()));
+        let base = first.filter(|f| f.at == at).map(|f| f.values.unpack());
+        let mut scratch = Vec::new();
+        let values = HeldValues::pack(samples.iter().map(|s| s.value), base.as_deref(), &mut scratch);
+        Some((Compact { at, values, ts }, max))
     }
 
     fn timestamp(&self, i: usize) -> i64 {
@@ -113,6 +119,11 @@ impl Merged {
     /// Every series' samples together, series in list order, each's in scrape order.
     fn samples_into(&self, out: &mut Vec<Sample>) {
         let mut next = vec![0usize; self.scrapes.len()];
+        let mut values: Vec<_> = self.scrapes.iter().map(|c| c.values.reader()).collect();
+        // The first scrape's value at the position being written: the base of the later
+        // scrapes' values packed as differences, which are over the same positions, so the
+        // first scrape (picked first on a tie) has just been read there.
+        let mut base = 0.0;
         loop {
             // The scrape whose next position is lowest; on a tie the earlier scrape.
             let mut pick: Option<(usize, u32)> = None;
@@ -126,8 +137,12 @@ impl Merged {
             let Some((j, at)) = pick else { return };
             let c = &self.scrapes[j];
             let i = next[j];
+            let value = values[j].next(base);
+            if j == 0 {
+                base = value;
+            }
             let series = SeriesRef::at(&self.list, at as usize).expect("held only for a series that is sent");
-            out.push(Sample::new(series, c.timestamp(i), c.values[i]));
+            out.push(Sample::new(series, c.timestamp(i), value));
             next[j] += 1;
         }
     }
@@ -160,13 +175,20 @@ impl Held {
         self.newest_ts = self.newest_ts.max(ts);
         let Some(first) = samples.first() else { return };
         let list = first.series.list().clone();
-        match Compact::of(&samples, &list) {
-            Some((c, oldest, newest)) => match self.runs.last_mut() {
-                Some(Run::Merged(m)) if m.list.same(&list) && oldest > m.newest => {
+        // The run this scrape joins: the last one, if over the same list and all of this
+        // scrape is later (then its first scrape is the base of this one's values).
+        let oldest = samples.iter().map(|s| s.timestamp).min().unwrap_or(i64::MIN);
+        let joins = match self.runs.last_mut() {
+            Some(Run::Merged(m)) if m.list.same(&list) && oldest > m.newest => Some(m),
+            _ => None,
+        };
+        match Compact::of(&samples, &list, joins.as_deref().map(|m| &m.scrapes[0])) {
+            Some((c, newest)) => match joins {
+                Some(m) => {
                     m.scrapes.push(c);
                     m.newest = newest;
                 }
-                _ => self.runs.push(Run::Merged(Merged { list, scrapes: vec![c], newest })),
+                None => self.runs.push(Run::Merged(Merged { list, scrapes: vec![c], newest })),
             },
             None => self.runs.push(Run::AsIs(samples)),
         }
@@ -419,6 +441,41 @@ mod tests {
         assert_eq!(job.records.len(), 5);
         assert_eq!(job.newest_ts, 70);
         assert!(p.is_empty() && p.records() == 0);
+    }
+
+    #[test]
+    fn held_values_come_back_exact_whether_packed_as_differences_or_not() {
+        let a = list(4);
+        let with = |ts: i64, pos: &[usize], values: &[f64]| -> Vec<Sample> {
+            pos.iter().zip(values).map(|(&i, &v)| Sample::new(SeriesRef::at(&a, i).unwrap(), ts, v)).collect()
+        };
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let scrapes: [(&[usize], [f64; 4]); 4] = [
+            (&[0, 1, 2, 3], [1e6, 0.25, -7.0, stale]),
+            (&[0, 1, 2, 3], [1e6 + 3.0, 7.0, stale, -0.0]),
+            // Other positions: its values stand alone.
+            (&[0, 2, 3], [5.0, 1e300, 2.0, 0.0]),
+            (&[0, 1, 2, 3], [-1e6, 1.5, 9_007_199_254_740_991.0, 4.0]),
+        ];
+        let mut p = Packing::new(100, Duration::from_secs(3600), 1000);
+        for (k, (pos, values)) in scrapes.iter().enumerate() {
+            let ts = 10 * (k as i64 + 1);
+            p.add(1, with(ts, pos, &values[..pos.len()]), vec![], self::pos(k as u64), ts);
+        }
+        let job = p.take(1).unwrap();
+        let mut got: Vec<(u32, i64, u64)> = job
+            .payload
+            .samples
+            .iter()
+            .map(|s| (s.series.position(), s.timestamp, s.value.to_bits()))
+            .collect();
+        let mut want: Vec<(u32, i64, u64)> = Vec::new();
+        for (k, (pos, values)) in scrapes.iter().enumerate() {
+            want.extend(pos.iter().zip(values).map(|(&i, v)| (i as u32, 10 * (k as i64 + 1), v.to_bits())));
+        }
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::scrape::batch::{BatchExemplar, BatchMetadata, BatchSample, ScrapeBatc
 use crate::scrape::parse::MetricType;
 use crate::series_labels::SeriesLabels;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -29,11 +29,11 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn zigzag(v: i64) -> u64 {
+pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(crate) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
@@ -61,7 +61,7 @@ fn put_series_labels(out: &mut Vec<u8>, ls: &SeriesLabels) {
 }
 
 /// An integer-valued float that round-trips through i64 exactly (not -0.0).
-fn as_int(v: f64) -> Option<i64> {
+pub(crate) fn as_int(v: f64) -> Option<i64> {
     let i = v as i64;
     (i as f64 == v && (i != 0 || v.to_bits() == 0) && i.unsigned_abs() < (1 << 53)).then_some(i)
 }
