@@ -29,31 +29,23 @@ fn base_int(base: f64) -> i64 {
 impl HeldValues {
     /// `values` packed; with `base` (the same positions' values in an earlier scrape, one for
     /// each value), integral values are stored as differences from the base's.
-    pub fn pack(
-        values: impl ExactSizeIterator<Item = f64>,
-        base: Option<&[f64]>,
-        scratch: &mut Vec<u8>,
-    ) -> HeldValues {
-        scratch.clear();
-        scratch.reserve(values.len() * 3);
+    pub fn pack(values: impl ExactSizeIterator<Item = f64>, base: Option<&[f64]>) -> HeldValues {
+        let mut bytes = Vec::with_capacity(values.len() * 3);
         let mut bases = base.map(|b| b.iter().copied());
         for v in values {
             let b = bases.as_mut().map_or(0, |b| base_int(b.next().expect("a base value for each value")));
             match as_int(v) {
                 // Both ints are below 2^53 in magnitude: neither the difference nor its
                 // zigzag shifted left by one can overflow.
-                Some(i) => put_varint(scratch, zigzag(i - b) << 1),
+                Some(i) => put_varint(&mut bytes, zigzag(i - b) << 1),
                 None => {
-                    scratch.push(1);
-                    scratch.extend_from_slice(&v.to_bits().to_le_bytes());
+                    bytes.push(1);
+                    bytes.extend_from_slice(&v.to_bits().to_le_bytes());
                 }
             }
         }
-        HeldValues { bytes: scratch.as_slice().into(), delta: base.is_some() }
-    }
-
-    pub fn is_delta(&self) -> bool {
-        self.delta
+        // Held until sent: without the spare capacity.
+        HeldValues { bytes: bytes.into_boxed_slice(), delta: base.is_some() }
     }
 
     /// Reads the values back in order.
@@ -124,9 +116,8 @@ mod tests {
     fn counters_take_a_byte_or_two_as_differences() {
         let first: Vec<f64> = (0..100).map(|i| 1_000_000.0 + i as f64 * 977.0).collect();
         let later: Vec<f64> = first.iter().map(|v| v + 12.0).collect();
-        let mut scratch = Vec::new();
-        let a = HeldValues::pack(first.iter().copied(), None, &mut scratch);
-        let b = HeldValues::pack(later.iter().copied(), Some(&first), &mut scratch);
+        let a = HeldValues::pack(first.iter().copied(), None);
+        let b = HeldValues::pack(later.iter().copied(), Some(&first));
         assert!(a.size() <= 4 * 100, "{}", a.size());
         assert_eq!(b.size(), 100, "a difference of 12 is one byte");
         assert!(same_bits(&a.unpack(), &first));
@@ -150,12 +141,11 @@ mod tests {
             -9_007_199_254_740_991.0,
             9_007_199_254_740_991.0,
         ];
-        let mut scratch = Vec::new();
-        let a = HeldValues::pack(odd.iter().copied(), None, &mut scratch);
+        let a = HeldValues::pack(odd.iter().copied(), None);
         assert!(same_bits(&a.unpack(), &odd));
         // As differences from the extremes the other way round.
         let base: Vec<f64> = odd.iter().rev().copied().collect();
-        let b = HeldValues::pack(odd.iter().copied(), Some(&base), &mut scratch);
+        let b = HeldValues::pack(odd.iter().copied(), Some(&base));
         let mut r = b.reader();
         let back: Vec<f64> = base.iter().map(|&f| r.next(f)).collect();
         assert!(same_bits(&back, &odd));
@@ -166,10 +156,9 @@ mod tests {
         fn any_values_round_trip(pairs in prop::collection::vec((any::<f64>(), -1e16f64..1e16, any::<i32>()), 0..200)) {
             let base: Vec<f64> = pairs.iter().map(|p| if p.2 % 3 == 0 { p.0 } else { p.1.trunc() }).collect();
             let values: Vec<f64> = pairs.iter().map(|p| if p.2 % 2 == 0 { p.1.trunc() + p.2 as f64 } else { p.0 }).collect();
-            let mut scratch = Vec::new();
-            let a = HeldValues::pack(values.iter().copied(), None, &mut scratch);
+                let a = HeldValues::pack(values.iter().copied(), None);
             prop_assert!(same_bits(&a.unpack(), &values));
-            let b = HeldValues::pack(values.iter().copied(), Some(&base), &mut scratch);
+            let b = HeldValues::pack(values.iter().copied(), Some(&base));
             let mut r = b.reader();
             let back: Vec<f64> = base.iter().map(|&f| r.next(f)).collect();
             prop_assert!(same_bits(&back, &values));

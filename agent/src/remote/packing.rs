@@ -83,11 +83,16 @@ impl Positions {
 }
 
 impl Compact {
-    /// `samples` compact, with their newest timestamp, if they can be: all in
-    /// `list`, in increasing positions, without start timestamps or exemplars. `first` is
+    /// `samples` compact, if they can be: all in `list`, in increasing positions, without
+    /// start timestamps or exemplars. `span` is their oldest and newest timestamp; `first` is
     /// the first scrape of the run they would join, whose values are the base for theirs
     /// when the positions are the same.
-    fn of(samples: &[Sample], list: &SeriesList, first: Option<&Compact>) -> Option<(Compact, i64)> {
+    fn of(
+        samples: &[Sample],
+        list: &SeriesList,
+        span: (i64, i64),
+        first: Option<&Compact>,
+    ) -> Option<Compact> {
         let plain = samples
             .iter()
             .all(|s| s.series.list().same(list) && s.start_timestamp == 0 && s.exemplars.is_none());
@@ -95,16 +100,12 @@ impl Compact {
         if !(plain && increasing) {
             return None;
         }
-        let first_ts = samples.first()?.timestamp;
-        let (min, max) = samples
-            .iter()
-            .fold((first_ts, first_ts), |(lo, hi), s| (lo.min(s.timestamp), hi.max(s.timestamp)));
-        let ts = if min == max { Ok(first_ts) } else { Err(samples.iter().map(|s| s.timestamp).collect()) };
+        let ts =
+            if span.0 == span.1 { Ok(span.0) } else { Err(samples.iter().map(|s| s.timestamp).collect()) };
         let at = Positions::of(samples.iter().map(|s| s.series.position()));
         let base = first.filter(|f| f.at == at).map(|f| f.values.unpack());
-        let mut scratch = Vec::new();
-        let values = HeldValues::pack(samples.iter().map(|s| s.value), base.as_deref(), &mut scratch);
-        Some((Compact { at, values, ts }, max))
+        let values = HeldValues::pack(samples.iter().map(|s| s.value), base.as_deref());
+        Some(Compact { at, values, ts })
     }
 
     fn timestamp(&self, i: usize) -> i64 {
@@ -177,13 +178,15 @@ impl Held {
         let list = first.series.list().clone();
         // The run this scrape joins: the last one, if over the same list and all of this
         // scrape is later (then its first scrape is the base of this one's values).
-        let oldest = samples.iter().map(|s| s.timestamp).min().unwrap_or(i64::MIN);
+        let (oldest, newest) = samples.iter().fold((first.timestamp, first.timestamp), |(lo, hi), s| {
+            (lo.min(s.timestamp), hi.max(s.timestamp))
+        });
         let joins = match self.runs.last_mut() {
             Some(Run::Merged(m)) if m.list.same(&list) && oldest > m.newest => Some(m),
             _ => None,
         };
-        match Compact::of(&samples, &list, joins.as_deref().map(|m| &m.scrapes[0])) {
-            Some((c, newest)) => match joins {
+        match Compact::of(&samples, &list, (oldest, newest), joins.as_deref().map(|m| &m.scrapes[0])) {
+            Some(c) => match joins {
                 Some(m) => {
                     m.scrapes.push(c);
                     m.newest = newest;
